@@ -1,0 +1,517 @@
+"""The ``tracker`` command line. Every command goes through the engine's services.
+
+Errors a user can cause are printed to stderr with what to do, and the exit code is 1
+(2 for a badly formed command line); never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
+from engine import db
+from engine.definitions import load_registry
+from engine.errors import TrackerError
+from engine.models import Event, Item, RoleGrant, User
+from engine.runtime import Runtime
+from engine.validation import choices
+
+
+class TrackerGroup(click.Group):
+    """Turns engine errors into a message on stderr and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TrackerError as exc:
+            _fail(exc)
+        except (OperationalError, ProgrammingError) as exc:
+            text = str(exc.orig).lower()
+            if "no such table" in text or "does not exist" in text and "relation" in text:
+                _fail_text("The database has not been set up.", "Run 'tracker init' (or 'tracker db upgrade') first.")
+            _fail_text(f"The database could not be used: {exc.orig}", "Check TRACKER_DATABASE_URL.")
+
+
+def _fail(exc: TrackerError) -> None:
+    click.secho(f"Error: {exc.message}", fg="red", err=True)
+    for problem in getattr(exc, "problems", ()):
+        where = f"{problem.path}: " if problem.path else ""
+        click.echo(f"  - {where}{problem.message}", err=True)
+        if problem.advice:
+            click.echo(f"    -> {problem.advice}", err=True)
+    if exc.advice:
+        click.echo(f"  -> {exc.advice}", err=True)
+    sys.exit(1)
+
+
+def _fail_text(message: str, advice: str) -> None:
+    click.secho(f"Error: {message}", fg="red", err=True)
+    click.echo(f"  -> {advice}", err=True)
+    sys.exit(1)
+
+
+def _runtime() -> Runtime:
+    ctx = click.get_current_context()
+    root = ctx.find_root()
+    if root.obj is None:
+        root.obj = Runtime()
+    return root.obj
+
+
+def _json_arg(value: str | None, what: str = "--data") -> dict | None:
+    """Parse JSON given inline or as @file; refuse anything but an object."""
+    if value is None:
+        return None
+    text = value
+    if value.startswith("@"):
+        path = Path(value[1:])
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise click.BadParameter(f"cannot read {path}: {exc.strerror}", param_hint=what) from None
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(
+            f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", param_hint=what
+        ) from None
+    if not isinstance(parsed, dict):
+        raise click.BadParameter('must be a JSON object such as {"field": "value"}', param_hint=what)
+    return parsed
+
+
+as_option = click.option("--as", "as_user", metavar="USER", help="Act as this user (default: the system operator).")
+
+
+@click.group(cls=TrackerGroup)
+def cli() -> None:
+    """Tracker: configurable trackers and workflows for training providers."""
+
+
+# -- database and set-up ----------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--admin", "admin_name", default="admin", show_default=True, help="User name of the first admin.")
+def init(admin_name: str) -> None:
+    """Create or upgrade the database and create the first admin user."""
+    rt = _runtime()
+    db.upgrade(rt.engine)
+    click.echo(f"Database ready at revision {db.current_revision(rt.engine)}.")
+    with rt.session() as session:
+        has_admin = session.scalar(select(User.id).join(RoleGrant).where(RoleGrant.role == "admin").limit(1))
+        if has_admin:
+            click.echo("An admin user already exists; nothing else to do.")
+            return
+        user, password = rt.users(session).create(admin_name, ["admin"], display_name="Administrator")
+    click.echo(f"Created admin user '{user.username}' with password: {password}")
+    click.echo("This password is shown only once. Keep it somewhere safe.")
+
+
+@cli.group("db")
+def db_group() -> None:
+    """Database schema commands."""
+
+
+@db_group.command("upgrade")
+def db_upgrade() -> None:
+    """Create the tables or upgrade them to the latest schema."""
+    rt = _runtime()
+    db.upgrade(rt.engine)
+    click.echo(f"Database at revision {db.current_revision(rt.engine)}.")
+
+
+@db_group.command("current")
+def db_current() -> None:
+    """Show the database's schema revision."""
+    click.echo(db.current_revision(_runtime().engine) or "empty (run 'tracker db upgrade')")
+
+
+# -- definitions --------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("folders", nargs=-1, type=click.Path(file_okay=False, path_type=Path))
+def check(folders: tuple[Path, ...]) -> None:
+    """Check the built-in definitions, TRACKER_DEFINITIONS_PATH and FOLDERS; list every problem."""
+    rt = _runtime()
+    registry = load_registry([*rt.settings.definitions_path, *folders])
+    for problem in registry.problems:
+        click.echo(str(problem))
+    summary = (
+        f"{len(registry.types)} tracker types, {len(registry.workflows)} workflows, "
+        f"{len(registry.roles)} roles loaded; {len(registry.problems)} problem"
+        f"{'' if len(registry.problems) == 1 else 's'}."
+    )
+    if registry.problems:
+        click.secho(summary, fg="red", err=True)
+        sys.exit(1)
+    click.secho(summary, fg="green")
+
+
+@cli.group()
+def types() -> None:
+    """Inspect tracker types."""
+
+
+@types.command("list")
+def types_list() -> None:
+    """List the tracker types that loaded."""
+    registry = _runtime().registry
+    rows = [("KEY", "NAME", "VERSION", "KIND", "SUBJECT", "WORKFLOW")]
+    for t in sorted(registry.types.values(), key=lambda t: (t.kind != "subject", t.key)):
+        rows.append((t.key, t.name, str(t.version), t.kind, t.subject, t.workflow))
+    _table(rows)
+
+
+@types.command("show")
+@click.argument("key")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON Schema and manifest as JSON.")
+def types_show(key: str, as_json: bool) -> None:
+    """Show a tracker type: its fields, workflow, templates, rules and task lists."""
+    registry = _runtime().registry
+    t = registry.type(key)
+    wf = registry.workflow_for(t)
+    if as_json:
+        click.echo(json.dumps({"key": t.key, "name": t.name, "version": t.version, "schema": t.schema}, indent=2))
+        return
+    click.secho(f"{t.name} ({t.key}, version {t.version})", bold=True)
+    if t.description:
+        click.echo(t.description)
+    click.echo(f"Subject: {t.subject}   Workflow: {wf.name} ({wf.key})   Source: {t.source}")
+    click.echo("\nFields (* = required):")
+    for line in _field_lines(t.schema):
+        click.echo(line)
+    click.echo(
+        "\nStates: " + ", ".join(f"{s.key} [{s.category}]{' (initial)' if s.initial else ''}" for s in wf.states)
+    )
+    click.echo("Transitions:")
+    for tr in wf.transitions:
+        extra = []
+        if tr.roles:
+            extra.append("roles: " + ", ".join(tr.roles))
+        if tr.requires:
+            extra.append("requires: " + ", ".join(tr.requires))
+        if tr.condition:
+            extra.append(f"if {tr.condition}")
+        click.echo(
+            f"  {tr.key}: {', '.join(tr.sources)} -> {tr.target} '{tr.label}'"
+            + (f"  ({'; '.join(extra)})" if extra else "")
+        )
+    for title, entries in (
+        ("Templates", [f"{x.key}: {x.name}" for x in t.templates]),
+        ("Rules", [f"{r.key} [{r.severity}]: {r.message}" for r in t.rules]),
+        ("Task lists", [f"{x.key}: {x.label}" for x in t.tasklists]),
+    ):
+        if entries:
+            click.echo(f"\n{title}:")
+            for entry in entries:
+                click.echo(f"  {entry}")
+
+
+def _field_lines(schema: dict, indent: str = "  ") -> list[str]:
+    lines = []
+    required = set(schema.get("required") or ())
+    for name, prop in (schema.get("properties") or {}).items():
+        kind = prop.get("format") or prop.get("type") or ("choice" if choices(prop) else "value")
+        mark = "*" if name in required else " "
+        label = prop.get("title", "")
+        options = choices(prop)
+        tail = (
+            f"  one of: {', '.join(str(v) for v, _ in options[:8])}{'...' if len(options) > 8 else ''}"
+            if options
+            else ""
+        )
+        lines.append(f"{indent}{mark} {name} ({kind}) {label}{tail}")
+        if prop.get("type") == "object":
+            lines += _field_lines(prop, indent + "    ")
+        elif prop.get("type") == "array" and isinstance(prop.get("items"), dict):
+            lines += _field_lines(prop["items"], indent + "    ")
+    return lines
+
+
+# -- items ----------------------------------------------------------------------------------------
+
+
+@cli.group()
+def items() -> None:
+    """Create, change and read items."""
+
+
+@items.command("create")
+@click.option("--type", "type_key", required=True, help="Tracker type key.")
+@click.option("--data", help="Item data as JSON, or @file.json.")
+@click.option("--template", help="Start from this template of the type.")
+@click.option("--subject", type=int, help="Id of the learner or employer the item is about.")
+@click.option("--assignee", help="User name to assign the item to.")
+@click.option("--description", default="", help="What needs to be done.")
+@as_option
+def items_create(type_key, data, template, subject, assignee, description, as_user) -> None:
+    """Create an item; it starts in its workflow's initial state."""
+    rt = _runtime()
+    payload = _json_arg(data)
+    with rt.session() as session:
+        service = rt.items(session, rt.actor(session, as_user))
+        item = service.create(
+            type_key, payload, subject_id=subject, assignee=assignee, description=description, template=template
+        )
+        state = service.workflow_of(item).state(item.status)
+        click.echo(f"Created #{item.id} {item.title!r} ({state.label}).")
+        _warnings(item)
+
+
+@items.command("update")
+@click.argument("item_id", type=int)
+@click.option("--data", required=True, help="Fields to change, as JSON or @file.json; null removes a field.")
+@click.option("--version", "expected_version", type=int, help="Refuse if the item is no longer at this version.")
+@as_option
+def items_update(item_id, data, expected_version, as_user) -> None:
+    """Change some fields of an item."""
+    rt = _runtime()
+    changes = _json_arg(data)
+    with rt.session() as session:
+        item = rt.items(session, rt.actor(session, as_user)).update(
+            item_id, changes=changes, expected_version=expected_version
+        )
+        click.echo(f"Updated #{item.id} {item.title!r} (version {item.version}).")
+        _warnings(item)
+
+
+@items.command("transition")
+@click.argument("item_id", type=int)
+@click.option("--to", "to", required=True, help="Target state key.")
+@click.option("--data", help="Fields to set while moving, as JSON or @file.json.")
+@as_option
+def items_transition(item_id, to, data, as_user) -> None:
+    """Move an item to another state of its workflow."""
+    rt = _runtime()
+    payload = _json_arg(data)
+    with rt.session() as session:
+        service = rt.items(session, rt.actor(session, as_user))
+        item = service.transition(item_id, to, data=payload)
+        click.echo(f"#{item.id} is now {service.workflow_of(item).state(item.status).label}.")
+
+
+@items.command("assign")
+@click.argument("item_id", type=int)
+@click.argument("username", required=False)
+@as_option
+def items_assign(item_id, username, as_user) -> None:
+    """Assign an item to USERNAME (leave it out to unassign); the assignee is notified."""
+    rt = _runtime()
+    with rt.session() as session:
+        item = rt.items(session, rt.actor(session, as_user)).assign(item_id, username)
+        click.echo(f"#{item.id} is assigned to {item.assignee.username if item.assignee else 'nobody'}.")
+
+
+@items.command("comment")
+@click.argument("item_id", type=int)
+@click.argument("text")
+@as_option
+def items_comment(item_id, text, as_user) -> None:
+    """Add a comment to an item's history."""
+    rt = _runtime()
+    with rt.session() as session:
+        rt.items(session, rt.actor(session, as_user)).comment(item_id, text)
+        click.echo(f"Comment added to #{item_id}.")
+
+
+@items.command("show")
+@click.argument("item_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print the item as JSON.")
+@as_option
+def items_show(item_id, as_json, as_user) -> None:
+    """Show an item."""
+    rt = _runtime()
+    with rt.session() as session:
+        service = rt.items(session, rt.actor(session, as_user))
+        item = service.get(item_id)
+        record = item_record(item)
+        if as_json:
+            click.echo(json.dumps(record, indent=2, default=str))
+            return
+        t, wf = service.type_of(item), service.workflow_of(item)
+        click.secho(f"#{item.id} {item.title}", bold=True)
+        click.echo(f"Type: {t.name} (v{item.type_version})   Status: {wf.state(item.status).label}")
+        click.echo(f"Assignee: {record['assignee'] or '-'}   Due: {item.due_date or '-'}   Version: {item.version}")
+        if item.subject:
+            click.echo(f"Subject: #{item.subject.id} {item.subject.title}")
+        if item.description:
+            click.echo(f"Description: {item.description}")
+        click.echo("Data:")
+        for line in json.dumps(item.data, indent=2).splitlines():
+            click.echo(f"  {line}")
+        _warnings(item)
+        options = service.available_transitions(item)
+        if options:
+            click.echo("Next: " + ", ".join(f"{tr.target} ({tr.label})" for tr in options))
+
+
+@items.command("list")
+@click.option("--type", "type_key", required=True, help="Tracker type key.")
+@click.option("--limit", default=50, show_default=True)
+@click.option("--offset", default=0)
+@as_option
+def items_list(type_key, limit, offset, as_user) -> None:
+    """List items of one type, newest first."""
+    rt = _runtime()
+    with rt.session() as session:
+        service = rt.items(session, rt.actor(session, as_user))
+        found, total = service.list(type_key, limit=limit, offset=offset)
+        rows = [("ID", "STATUS", "ASSIGNEE", "DUE", "TITLE")]
+        for item in found:
+            rows.append(
+                (
+                    str(item.id),
+                    item.status,
+                    item.assignee.username if item.assignee else "-",
+                    str(item.due_date or "-"),
+                    item.title,
+                )
+            )
+        _table(rows)
+        click.echo(f"{len(found)} of {total} shown.")
+
+
+@items.command("history")
+@click.argument("item_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@as_option
+def items_history(item_id, as_json, as_user) -> None:
+    """Show every change to an item, oldest first."""
+    rt = _runtime()
+    with rt.session() as session:
+        events = rt.items(session, rt.actor(session, as_user)).history(item_id)
+        if as_json:
+            click.echo(json.dumps([event_record(e) for e in events], indent=2, default=str))
+            return
+        for event in events:
+            who = event.actor.username if event.actor else "system"
+            click.echo(f"{event.at:%Y-%m-%d %H:%M:%S}  {who:<12} {describe_event(event)}")
+
+
+def item_record(item: Item) -> dict:
+    return {
+        "id": item.id,
+        "type": item.type_key,
+        "type_version": item.type_version,
+        "status": item.status,
+        "title": item.title,
+        "description": item.description,
+        "subject": item.subject_id,
+        "assignee": item.assignee.username if item.assignee else None,
+        "due_date": item.due_date.isoformat() if item.due_date else None,
+        "data": item.data,
+        "problems": item.problems,
+        "version": item.version,
+        "created_at": item.created_at.isoformat(),
+        "updated_at": item.updated_at.isoformat(),
+    }
+
+
+def event_record(event: Event) -> dict:
+    return {
+        "id": event.id,
+        "kind": event.kind,
+        "at": event.at.isoformat(),
+        "actor": event.actor.username if event.actor else None,
+        "payload": event.payload,
+    }
+
+
+def describe_event(event: Event) -> str:
+    """One line of history in words."""
+    p = event.payload
+    if event.kind == "created":
+        return "created the item"
+    if event.kind == "transitioned":
+        return f"moved it from {p.get('from')} to {p.get('to')} ({p.get('label', p.get('transition'))})"
+    if event.kind == "assigned":
+        return f"assigned it to {p.get('to') or 'nobody'} (was {p.get('from') or 'nobody'})"
+    if event.kind == "commented":
+        return f"commented: {p.get('text')}"
+    if event.kind == "updated":
+        parts = [f"{c['path']}: {_short(c['old'])} -> {_short(c['new'])}" for c in p.get("changes", [])]
+        return "changed " + "; ".join(parts)
+    return event.kind
+
+
+def _short(value: Any) -> str:
+    text = "(empty)" if value is None else json.dumps(value) if not isinstance(value, str) else value
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _warnings(item: Item) -> None:
+    for problem in item.problems or ():
+        click.secho(f"Warning: {problem['message']}", fg="yellow", err=True)
+        if problem.get("advice"):
+            click.echo(f"  -> {problem['advice']}", err=True)
+
+
+# -- users -----------------------------------------------------------------------------------------
+
+
+@cli.group()
+def users() -> None:
+    """Manage users."""
+
+
+@users.command("create")
+@click.argument("username")
+@click.option("--role", "roles", multiple=True, required=True, help="Role key; repeat for several.")
+@click.option("--name", "display_name", default="", help="Display name.")
+@click.option("--email", default=None)
+def users_create(username, roles, display_name, email) -> None:
+    """Create a user with a generated password, shown once."""
+    rt = _runtime()
+    with rt.session() as session:
+        user, password = rt.users(session).create(username, list(roles), display_name=display_name, email=email)
+    click.echo(f"Created user '{user.username}' ({', '.join(roles)}) with password: {password}")
+
+
+@users.command("list")
+def users_list() -> None:
+    """List users and their roles."""
+    rt = _runtime()
+    with rt.session() as session:
+        rows = [("USER", "NAME", "ROLES", "ACTIVE")]
+        for user in session.scalars(select(User).order_by(User.username)):
+            rows.append((user.username, user.display_name, ", ".join(user.role_keys), "yes" if user.active else "no"))
+        _table(rows)
+
+
+# -- demo ------------------------------------------------------------------------------------------
+
+
+@cli.command("demo-data")
+def demo_data() -> None:
+    """Load demo users and items (once) and print the demo logins."""
+    from engine import demo
+
+    rt = _runtime()
+    db.upgrade(rt.engine)
+    with rt.session() as session:
+        logins, created = demo.load(session, rt.registry, rt.settings.instance_path)
+    if created:
+        click.echo(f"Loaded {created} demo items.")
+    else:
+        click.echo("Demo data is already loaded.")
+    click.echo("Demo logins (user / password / roles):")
+    for username, password, roles in logins:
+        click.echo(f"  {username:<10} {password:<22} {', '.join(roles)}")
+
+
+def _table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+if __name__ == "__main__":
+    cli(prog_name="tracker")

@@ -1,0 +1,562 @@
+"""Load definition folders into a :class:`Registry`, collecting every problem on the way.
+
+Loading never stops at the first mistake: each document is checked against its
+meta-schema, then cross-checked against the others, and each problem is recorded with
+its file, line (YAML) or JSON pointer, what is wrong and what to do. A type with a
+problem is left out; the rest load.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from engine.definitions.model import (
+    PSEUDO_ROLES,
+    Action,
+    Condition,
+    Registry,
+    Role,
+    Rule,
+    Section,
+    State,
+    StateFields,
+    TaskList,
+    Template,
+    TrackerType,
+    Transition,
+    Workflow,
+)
+from engine.definitions.sourcemap import Document, SourceError, pointer, read_json, read_yaml
+from engine.sandbox import ExpressionError, compile_expression, compile_template, relative_date
+from engine.validation import (
+    make_validator,
+    schema_at,
+    schema_problems,
+    to_problem,
+    without_required,
+)
+
+
+@dataclass(frozen=True)
+class DefinitionProblem:
+    """A mistake in a definition file, reported like a compiler would."""
+
+    file: str
+    line: int | None
+    pointer: str
+    message: str
+    advice: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        at = f" {self.pointer}:" if self.pointer else ""
+        tail = f"\n  -> {self.advice}" if self.advice else ""
+        return f"{where}:{at} {self.message}{tail}"
+
+
+@dataclass(frozen=True)
+class Folder:
+    """Where one set of definitions lives."""
+
+    types: Path
+    workflows: Path
+    roles: tuple[Path, ...]
+    label: str
+
+    @classmethod
+    def at(cls, root: Path) -> Folder:
+        root = Path(root)
+        return cls(
+            types=root / "tracker_types",
+            workflows=root / "workflows",
+            roles=(root / "roles.yaml", root / "tracker_types" / "roles.yaml"),
+            label=str(root),
+        )
+
+
+def builtin_folder() -> Folder:
+    types = Path(str(resources.files("tracker_types")))
+    return Folder(
+        types=types,
+        workflows=Path(str(resources.files("workflows"))),
+        roles=(types / "roles.yaml",),
+        label="built-in",
+    )
+
+
+def _metaschema(name: str) -> Draft202012Validator:
+    text = resources.files("engine.definitions").joinpath("metaschemas", name).read_text()
+    return Draft202012Validator(json.loads(text))
+
+
+_META = {name: _metaschema(f"{name}.schema.json") for name in ("type", "workflow", "roles")}
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.problems: list[DefinitionProblem] = []
+
+    def add(self, doc: Document | Path, ptr: str, message: str, advice: str = "") -> None:
+        if isinstance(doc, Document):
+            self.problems.append(DefinitionProblem(_display(doc.path), doc.line_of(ptr), ptr, message, advice))
+        else:
+            self.problems.append(DefinitionProblem(_display(doc), None, ptr, message, advice))
+
+    def read(self, path: Path) -> Document | None:
+        try:
+            return read_json(path) if path.suffix == ".json" else read_yaml(path)
+        except SourceError as exc:
+            self.problems.append(
+                DefinitionProblem(_display(path), exc.line, "", exc.message, "Fix the syntax; the file was skipped.")
+            )
+        except OSError as exc:
+            self.add(path, "", f"cannot be read: {exc.strerror}")
+        return None
+
+    def meta(self, doc: Document, name: str) -> bool:
+        """Check ``doc`` against its meta-schema; True when it passed."""
+        count = len(self.problems)
+        if not isinstance(doc.value, dict):
+            self.add(doc, "", "must be a mapping of keys to values", f"See docs/definitions.md for the {name} format.")
+            return False
+        for problem in schema_problems(_META[name], doc.value):
+            self.add(doc, problem.path, problem.message, problem.advice)
+        return len(self.problems) == count
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def load_registry(folders: list[Path] | None = None, *, builtin: bool = True) -> Registry:
+    """Load the built-in definitions and then each folder in ``folders``.
+
+    Returns a Registry holding everything that loaded cleanly; ``registry.problems``
+    lists every :class:`DefinitionProblem` found, in file order.
+    """
+    sources = ([builtin_folder()] if builtin else []) + [Folder.at(f) for f in folders or ()]
+    out = _Collector()
+    registry = Registry()
+    for folder in sources:
+        if folder.label != "built-in" and not Path(folder.label).is_dir():
+            out.add(Path(folder.label), "", "is not a folder", "Give the path of a definitions folder.")
+    for folder in sources:
+        for path in folder.roles:
+            if path.is_file():
+                _load_roles(path, registry, out)
+    raw_workflows = []
+    for folder in sources:
+        if folder.workflows.is_dir():
+            for path in sorted(folder.workflows.glob("*.y*ml")):
+                wf = _load_workflow(path, registry, out)
+                if wf:
+                    raw_workflows.append(wf)
+    for folder in sources:
+        if folder.types.is_dir():
+            for path in sorted(p for p in folder.types.iterdir() if p.is_dir()):
+                if (path / "type.yaml").exists() or (path / "schema.json").exists():
+                    _load_type(path, registry, out)
+    for wf, doc in raw_workflows:
+        _check_create_actions(wf, doc, registry, out)
+    registry.problems = out.problems
+    return registry
+
+
+# -- roles -------------------------------------------------------------------------------
+
+
+def _load_roles(path: Path, registry: Registry, out: _Collector) -> None:
+    doc = out.read(path)
+    if doc is None or not out.meta(doc, "roles"):
+        return
+    for i, raw in enumerate(doc.value["roles"]):
+        if raw["key"] in registry.roles:
+            out.add(
+                doc,
+                f"/roles/{i}/key",
+                f"role '{raw['key']}' is defined twice",
+                "Give the role another key, or remove one definition.",
+            )
+            continue
+        registry.roles[raw["key"]] = Role(
+            key=raw["key"],
+            name=raw["name"],
+            capabilities=frozenset(raw["capabilities"]),
+            scope=raw.get("scope", "all"),
+        )
+
+
+# -- workflows ---------------------------------------------------------------------------
+
+
+def _check_expression(out: _Collector, doc: Document, ptr: str, source: str, template=False) -> None:
+    try:
+        (compile_template if template else compile_expression)(source)
+    except ExpressionError as exc:
+        example = "'{{ data.name }}'" if template else "\"data.severity == 'high'\""
+        kind = "template" if template else "expression"
+        out.add(doc, ptr, f"{kind} does not compile: {exc}", f"Write a Jinja2 {kind} such as {example}.")
+
+
+def _load_workflow(path: Path, registry: Registry, out: _Collector):
+    doc = out.read(path)
+    if doc is None or not out.meta(doc, "workflow"):
+        return None
+    raw = doc.value
+    before = len(out.problems)
+    if raw["key"] != path.stem:
+        out.add(
+            doc,
+            "/key",
+            f"key '{raw['key']}' does not match the file name '{path.name}'",
+            f"Rename the file to {raw['key']}.yaml or change the key to '{path.stem}'.",
+        )
+    if raw["key"] in registry.workflows:
+        out.add(
+            doc,
+            "/key",
+            f"workflow '{raw['key']}' is already defined in {registry.workflows[raw['key']].source}",
+            "Use another key; a later folder cannot replace an earlier definition.",
+        )
+        return None
+    states, seen = [], set()
+    for i, s in enumerate(raw["states"]):
+        if s["key"] in seen:
+            out.add(doc, f"/states/{i}/key", f"state '{s['key']}' is listed twice", "Give each state its own key.")
+        seen.add(s["key"])
+        states.append(State(s["key"], s["label"], s.get("category", "open"), bool(s.get("initial"))))
+    initials = [s.key for s in states if s.initial]
+    if len(initials) != 1:
+        found = ", ".join(initials) if initials else "none"
+        out.add(
+            doc,
+            "/states",
+            f"exactly one state must be initial (found: {found})",
+            "Mark the state new items start in with 'initial: true', and only that one.",
+        )
+
+    def known_state(ptr: str, key: str) -> None:
+        if key not in seen:
+            out.add(doc, ptr, f"'{key}' is not a state of this workflow", f"Use one of: {', '.join(sorted(seen))}.")
+
+    transitions, keys = [], set()
+    for i, t in enumerate(raw.get("transitions") or ()):
+        base = f"/transitions/{i}"
+        if t["key"] in keys:
+            out.add(doc, f"{base}/key", f"transition '{t['key']}' is listed twice", "Give each transition its own key.")
+        keys.add(t["key"])
+        sources = ("*",) if t["from"] == "*" else tuple(t["from"])
+        for j, s in enumerate(sources):
+            if s != "*":
+                known_state(f"{base}/from/{j}", s)
+        known_state(f"{base}/to", t["to"])
+        for j, role in enumerate(t.get("roles") or ()):
+            if role not in registry.roles and role not in PSEUDO_ROLES:
+                out.add(
+                    doc,
+                    f"{base}/roles/{j}",
+                    f"role '{role}' does not exist",
+                    f"Use one of: {', '.join(sorted([*registry.roles, *PSEUDO_ROLES]))}.",
+                )
+        if t.get("condition"):
+            _check_expression(out, doc, f"{base}/condition", t["condition"])
+        actions = []
+        for j, a in enumerate(t.get("actions") or ()):
+            kind, value = next(iter(a.items()))
+            _check_party(out, doc, f"{base}/actions/{j}/{kind}", kind, value, registry)
+            set_value = value.get("value") if kind == "set" else None
+            if isinstance(set_value, str) and set_value.startswith("today") and relative_date(set_value) is None:
+                out.add(
+                    doc,
+                    f"{base}/actions/{j}/set/value",
+                    f"'{value['value']}' is not a date",
+                    "Use today, today+30d, today-7d or an ISO date.",
+                )
+            actions.append(Action(kind, value))
+        transitions.append(
+            Transition(
+                key=t["key"],
+                sources=sources,
+                target=t["to"],
+                label=t.get("label") or t["key"].replace("_", " ").capitalize(),
+                roles=tuple(t.get("roles") or ()),
+                requires=tuple(t.get("requires") or ()),
+                condition=t.get("condition"),
+                actions=tuple(actions),
+            )
+        )
+    state_fields = {}
+    for state, rules in (raw.get("state_fields") or {}).items():
+        known_state(f"/state_fields/{state}", state)
+        state_fields[state] = StateFields(
+            read_only=tuple(rules.get("read_only") or ()),
+            required=tuple(rules.get("required") or ()),
+            hidden=tuple(rules.get("hidden") or ()),
+        )
+    if len(out.problems) != before:
+        return None
+    wf = Workflow(raw["key"], raw["name"], tuple(states), tuple(transitions), state_fields, source=_display(path))
+    registry.workflows[wf.key] = wf
+    return wf, doc
+
+
+def _check_party(out, doc, ptr, kind, value, registry) -> None:
+    """``assign``/``notify`` targets: role:NAME must name a real role."""
+    target = value.get("assign") if kind == "create" else value if kind in ("assign", "notify") else None
+    if isinstance(target, str) and target.startswith("role:") and target[5:] not in registry.roles:
+        out.add(doc, ptr, f"role '{target[5:]}' does not exist", f"Use one of: {', '.join(sorted(registry.roles))}.")
+
+
+def _check_create_actions(wf: Workflow, doc: Document, registry: Registry, out: _Collector) -> None:
+    for i, t in enumerate(wf.transitions):
+        for j, a in enumerate(t.actions):
+            if a.kind != "create":
+                continue
+            target = registry.types.get(a.value["type"])
+            ptr = f"/transitions/{i}/actions/{j}/create"
+            if target is None:
+                out.add(
+                    doc,
+                    f"{ptr}/type",
+                    f"tracker type '{a.value['type']}' does not exist",
+                    f"Use one of: {', '.join(sorted(registry.types))}.",
+                )
+            elif a.value.get("template") and target.template(a.value["template"]) is None:
+                out.add(
+                    doc,
+                    f"{ptr}/template",
+                    f"type '{target.key}' has no template '{a.value['template']}'",
+                    f"Use one of: {', '.join(t.key for t in target.templates) or 'none defined'}.",
+                )
+
+
+# -- tracker types -----------------------------------------------------------------------
+
+
+def _load_type(folder: Path, registry: Registry, out: _Collector) -> None:
+    manifest_path, schema_path = folder / "type.yaml", folder / "schema.json"
+    before = len(out.problems)
+    for path in (manifest_path, schema_path):
+        if not path.exists():
+            out.add(path, "", "is missing", "A tracker type folder needs both type.yaml and schema.json.")
+    if len(out.problems) != before:
+        return
+    doc, schema_doc = out.read(manifest_path), out.read(schema_path)
+    if schema_doc is not None:
+        _check_schema(schema_doc, out)
+    if doc is None or not out.meta(doc, "type") or len(out.problems) != before:
+        return
+    raw, schema = doc.value, schema_doc.value
+    key = raw["key"]
+    if key != folder.name:
+        out.add(
+            doc,
+            "/key",
+            f"key '{key}' does not match the folder name '{folder.name}'",
+            f"Rename the folder to {key}/ or change the key to '{folder.name}'.",
+        )
+    if key in registry.types:
+        out.add(
+            doc,
+            "/key",
+            f"tracker type '{key}' is already defined in {registry.types[key].source}",
+            "Use another key; a later folder cannot replace an earlier definition.",
+        )
+        return
+    workflow = registry.workflows.get(raw["workflow"])
+    if workflow is None:
+        out.add(
+            doc,
+            "/workflow",
+            f"workflow '{raw['workflow']}' does not exist or did not load",
+            f"Use one of: {', '.join(sorted(registry.workflows)) or 'none loaded'}, or fix that workflow.",
+        )
+        return
+
+    def field(ptr: str, name: str, what: str = "field") -> None:
+        if schema_at(schema, name) is None:
+            names = ", ".join(sorted((schema.get("properties") or {}).keys()))
+            out.add(
+                doc,
+                ptr,
+                f"{what} '{name}' is not a property of schema.json",
+                f"Use one of: {names}." if names else "Add the property to schema.json.",
+            )
+
+    for list_key in ("list_columns", "identity"):
+        for i, name in enumerate(raw.get(list_key) or ()):
+            field(f"/{list_key}/{i}", name)
+    if raw.get("due_date"):
+        field("/due_date", raw["due_date"])
+        sub = schema_at(schema, raw["due_date"]) or {}
+        if sub and sub.get("format") != "date":
+            out.add(
+                doc,
+                "/due_date",
+                f"'{raw['due_date']}' is not a date property",
+                'Name a property with "format": "date".',
+            )
+    for i, section in enumerate(raw.get("layout") or ()):
+        for part in ("fields", "hidden"):
+            for j, name in enumerate(section.get(part) or ()):
+                field(f"/layout/{i}/{part}/{j}", name)
+    _check_expression(out, doc, "/title", raw.get("title", "x"), template=True)
+    partial = make_validator(without_required(schema))
+    for i, tpl in enumerate(raw.get("templates") or ()):
+        for problem in schema_problems(partial, tpl["data"]):
+            out.add(
+                doc,
+                f"/templates/{i}/data{problem.path}",
+                f"template '{tpl['key']}' is not valid: {problem.message}",
+                problem.advice,
+            )
+    for i, rule in enumerate(raw.get("rules") or ()):
+        _check_expression(out, doc, f"/rules/{i}/when", rule["when"])
+        if rule.get("path"):
+            dotted = ".".join(p for p in rule["path"].strip("/").split("/") if not p.isdigit())
+            field(f"/rules/{i}/path", dotted, "path")
+    roles_known = set(registry.roles)
+    for i, tl in enumerate(raw.get("tasklists") or ()):
+        base = f"/tasklists/{i}"
+        for j, role in enumerate(tl.get("roles") or ()):
+            if role not in roles_known:
+                out.add(
+                    doc,
+                    f"{base}/roles/{j}",
+                    f"role '{role}' does not exist",
+                    f"Use one of: {', '.join(sorted(roles_known))}.",
+                )
+        flt = tl["filter"]
+        for j, state in enumerate(flt.get("status") or ()):
+            if workflow.state(state) is None:
+                out.add(
+                    doc,
+                    f"{base}/filter/status/{j}",
+                    f"'{state}' is not a state of workflow '{workflow.key}'",
+                    f"Use one of: {', '.join(s.key for s in workflow.states)}.",
+                )
+        for j, cond in enumerate(flt.get("all") or ()):
+            ptr = f"{base}/filter/all/{j}"
+            field(f"{ptr}/field", cond["field"])
+            _check_condition(out, doc, ptr, cond)
+    for role, _caps in (raw.get("permissions") or {}).items():
+        if role not in roles_known:
+            out.add(
+                doc,
+                f"/permissions/{role}",
+                f"role '{role}' does not exist",
+                f"Use one of: {', '.join(sorted(roles_known))}.",
+            )
+    subject = raw.get("subject", "none")
+    if subject != "none" and raw.get("kind") == "subject":
+        out.add(doc, "/subject", "a subject type cannot itself have a subject", "Set subject: none.")
+    _check_workflow_fields(workflow, schema, doc, out)
+    if len(out.problems) != before:
+        return
+    tracker_type = TrackerType(
+        key=key,
+        name=raw["name"],
+        version=raw["version"],
+        workflow=raw["workflow"],
+        schema=schema,
+        subject=subject,
+        kind=raw.get("kind", "tracker"),
+        description=raw.get("description", ""),
+        title=raw.get("title", "{{ data.title or '' }}"),
+        list_columns=tuple(raw.get("list_columns") or ()),
+        identity=tuple(raw.get("identity") or ()),
+        due_date=raw.get("due_date"),
+        create_capability=raw.get("create_capability", "items.create"),
+        layout=tuple(
+            Section(s["section"], tuple(s["fields"]), tuple(s.get("hidden") or ())) for s in raw.get("layout") or ()
+        ),
+        templates=tuple(Template(t["key"], t["name"], t["data"]) for t in raw.get("templates") or ()),
+        rules=tuple(
+            Rule(r["key"], r["when"], r["message"], r.get("advice", ""), r.get("path", ""), r.get("severity", "error"))
+            for r in raw.get("rules") or ()
+        ),
+        tasklists=tuple(_tasklist(t) for t in raw.get("tasklists") or ()),
+        permissions={role: tuple(caps) for role, caps in (raw.get("permissions") or {}).items()},
+        source=_display(folder),
+    )
+    registry.types[key] = tracker_type
+    registry.versions[(key, tracker_type.version)] = tracker_type
+
+
+def _check_schema(doc: Document, out: _Collector) -> None:
+    schema = doc.value
+    if not isinstance(schema, dict):
+        out.add(doc, "", "must be a JSON object (a JSON Schema)", 'Start the file with { "type": "object", ... }.')
+        return
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        problem = to_problem(exc)
+        out.add(
+            doc,
+            pointer(exc.absolute_path),
+            f"not a valid JSON Schema: {problem.message}",
+            "Check the keyword against JSON Schema draft 2020-12.",
+        )
+        return
+    if schema.get("type") != "object":
+        out.add(doc, "/type", "the item's data must be an object", 'Set "type": "object" at the top level.')
+
+
+def _check_condition(out: _Collector, doc: Document, ptr: str, cond: dict) -> None:
+    op, value = cond["op"], cond.get("value")
+    if op in ("empty", "not_empty"):
+        return
+    if "value" not in cond:
+        out.add(doc, f"{ptr}/op", f"operator '{op}' needs a value", "Add 'value: ...' to the condition.")
+    elif op == "in" and not isinstance(value, list):
+        out.add(doc, f"{ptr}/value", "operator 'in' needs a list of values", "Write value: [a, b].")
+    elif op in ("before", "after") and relative_date(str(value)) is None:
+        out.add(doc, f"{ptr}/value", f"'{value}' is not a date", "Use today, today+30d, today-7d or an ISO date.")
+
+
+def _check_workflow_fields(workflow: Workflow, schema: dict, doc: Document, out: _Collector) -> None:
+    """Fields a workflow names must exist in every type that uses it."""
+
+    def check(name: str, where: str) -> None:
+        if name != "*" and schema_at(schema, name) is None:
+            out.add(
+                doc,
+                "/workflow",
+                f"workflow '{workflow.key}' {where} names field '{name}', "
+                "which is not a property of this type's schema.json",
+                "Add the property to schema.json or use another workflow.",
+            )
+
+    for t in workflow.transitions:
+        for name in t.requires:
+            check(name, f"transition '{t.key}' requires")
+        for a in t.actions:
+            if a.kind == "set":
+                check(a.value["field"], f"transition '{t.key}' sets")
+    for state, rules in workflow.state_fields.items():
+        for name in (*rules.read_only, *rules.required, *rules.hidden):
+            check(name, f"state '{state}'")
+
+
+def _tasklist(raw: dict[str, Any]) -> TaskList:
+    flt = raw["filter"]
+    return TaskList(
+        key=raw["key"],
+        label=raw["label"],
+        roles=tuple(raw.get("roles") or ()),
+        statuses=tuple(flt.get("status") or ()),
+        status_categories=tuple(flt.get("status_category") or ()),
+        assignee=flt.get("assignee", "any"),
+        conditions=tuple(Condition(c["field"], c["op"], c.get("value")) for c in flt.get("all") or ()),
+    )

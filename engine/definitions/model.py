@@ -1,0 +1,199 @@
+"""Typed, immutable views of the definition documents. Each maps one-to-one onto YAML."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+STATE_CATEGORIES = ("open", "done", "cancelled")
+CAPABILITIES = (
+    "items.create",
+    "items.view",
+    "items.edit",
+    "items.transition",
+    "automation.create",
+    "types.admin",
+    "users.admin",
+    "exports.bulk",
+    "finance.view",
+)
+PSEUDO_ROLES = ("creator", "assignee")
+
+
+@dataclass(frozen=True)
+class State:
+    key: str
+    label: str
+    category: str = "open"
+    initial: bool = False
+
+
+@dataclass(frozen=True)
+class Action:
+    """One step a transition performs: ``set``, ``assign``, ``notify`` or ``create``."""
+
+    kind: str
+    value: Any
+
+
+@dataclass(frozen=True)
+class Transition:
+    key: str
+    sources: tuple[str, ...]  # ("*",) means from any state
+    target: str
+    label: str
+    roles: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()
+    condition: str | None = None
+    actions: tuple[Action, ...] = ()
+
+    def leaves(self, state: str) -> bool:
+        return "*" in self.sources or state in self.sources
+
+
+@dataclass(frozen=True)
+class StateFields:
+    read_only: tuple[str, ...] = ()
+    required: tuple[str, ...] = ()
+    hidden: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Workflow:
+    key: str
+    name: str
+    states: tuple[State, ...]
+    transitions: tuple[Transition, ...]
+    state_fields: dict[str, StateFields] = field(default_factory=dict)
+    source: str = ""
+
+    @property
+    def initial(self) -> State:
+        return next(s for s in self.states if s.initial)
+
+    def state(self, key: str) -> State | None:
+        return next((s for s in self.states if s.key == key), None)
+
+    def transitions_from(self, state: str) -> list[Transition]:
+        return [t for t in self.transitions if t.leaves(state)]
+
+    def fields_for(self, state: str) -> StateFields:
+        return self.state_fields.get(state, StateFields())
+
+    def states_in(self, categories) -> list[str]:
+        return [s.key for s in self.states if s.category in categories]
+
+
+@dataclass(frozen=True)
+class Rule:
+    key: str
+    when: str
+    message: str
+    advice: str = ""
+    path: str = ""
+    severity: str = "error"
+
+
+@dataclass(frozen=True)
+class Condition:
+    field: str
+    op: str
+    value: Any = None
+
+
+@dataclass(frozen=True)
+class TaskList:
+    key: str
+    label: str
+    roles: tuple[str, ...] = ()
+    statuses: tuple[str, ...] = ()
+    status_categories: tuple[str, ...] = ()
+    assignee: str = "any"
+    conditions: tuple[Condition, ...] = ()
+
+
+@dataclass(frozen=True)
+class Template:
+    key: str
+    name: str
+    data: dict
+
+
+@dataclass(frozen=True)
+class Section:
+    name: str
+    fields: tuple[str, ...]
+    hidden: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TrackerType:
+    key: str
+    name: str
+    version: int
+    workflow: str
+    schema: dict
+    subject: str = "none"
+    kind: str = "tracker"
+    description: str = ""
+    title: str = "{{ data.title or '' }}"
+    list_columns: tuple[str, ...] = ()
+    identity: tuple[str, ...] = ()
+    due_date: str | None = None
+    create_capability: str = "items.create"
+    layout: tuple[Section, ...] = ()
+    templates: tuple[Template, ...] = ()
+    rules: tuple[Rule, ...] = ()
+    tasklists: tuple[TaskList, ...] = ()
+    permissions: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    source: str = ""
+
+    def template(self, key: str) -> Template | None:
+        return next((t for t in self.templates if t.key == key), None)
+
+    def tasklist(self, key: str) -> TaskList | None:
+        return next((t for t in self.tasklists if t.key == key), None)
+
+
+@dataclass(frozen=True)
+class Role:
+    key: str
+    name: str
+    capabilities: frozenset[str]
+    scope: str = "all"  # "all" or "own"
+
+    def can(self, capability: str) -> bool:
+        return "*" in self.capabilities or capability in self.capabilities
+
+
+@dataclass
+class Registry:
+    """Every loaded definition, plus the problems found while loading them.
+
+    ``types`` and ``workflows`` are keyed by definition key. Only definitions without
+    problems are in them; ``problems`` lists what was skipped and why.
+    """
+
+    types: dict[str, TrackerType] = field(default_factory=dict)
+    workflows: dict[str, Workflow] = field(default_factory=dict)
+    roles: dict[str, Role] = field(default_factory=dict)
+    problems: list = field(default_factory=list)
+    #: older versions of types, ``{(key, version): TrackerType}``; items keep their version
+    versions: dict[tuple[str, int], TrackerType] = field(default_factory=dict)
+
+    def type(self, key: str, version: int | None = None) -> TrackerType:
+        from engine.errors import NotFound
+
+        current = self.types.get(key)
+        if current is None:
+            known = ", ".join(sorted(self.types)) or "none"
+            raise NotFound(f"There is no tracker type '{key}'.", f"Known types: {known}.")
+        if version is None or version == current.version:
+            return current
+        return self.versions.get((key, version), current)
+
+    def workflow_for(self, tracker_type: TrackerType) -> Workflow:
+        return self.workflows[tracker_type.workflow]
+
+    def subject_types(self, kind: str) -> list[TrackerType]:
+        return [t for t in self.types.values() if t.kind == "subject" and t.key == kind]

@@ -1,0 +1,83 @@
+"""Read YAML and JSON while remembering where each value came from.
+
+Problems are reported like a compiler reports them: ``file:line: /json/pointer: what``.
+PyYAML's node tree carries line numbers, so the YAML reader builds the Python value and a
+``{pointer: line}`` map in one walk.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class SourceError(ValueError):
+    def __init__(self, message: str, line: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+
+
+@dataclass
+class Document:
+    """A parsed definition file and the line of each JSON pointer in it."""
+
+    path: Path
+    value: Any
+    lines: dict[str, int] = field(default_factory=dict)
+
+    def line_of(self, pointer: str) -> int | None:
+        """The line of ``pointer``, or of its nearest ancestor that has one."""
+        while True:
+            if pointer in self.lines:
+                return self.lines[pointer]
+            if not pointer:
+                return None
+            pointer = pointer.rsplit("/", 1)[0]
+
+
+def pointer(parts) -> str:
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+def read_yaml(path: Path) -> Document:
+    text = path.read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else None
+        raise SourceError(f"not valid YAML: {exc.problem}", line) from None
+    lines: dict[str, int] = {}
+    loader = yaml.SafeLoader("")
+    value = _construct(node, (), lines, loader) if node is not None else None
+    return Document(path, value, lines)
+
+
+def _construct(node, parts: tuple, lines: dict[str, int], loader) -> Any:
+    lines[pointer(parts)] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        result = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if key in result:
+                raise SourceError(f"duplicate key {key!r}", key_node.start_mark.line + 1)
+            result[key] = _construct(value_node, (*parts, key), lines, loader)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(child, (*parts, i), lines, loader) for i, child in enumerate(node.value)]
+    value = loader.construct_object(node, deep=True)
+    # YAML turns 2025-08-01 into a date; definitions carry ISO strings like JSON does.
+    return value.isoformat() if hasattr(value, "isoformat") else value
+
+
+def read_json(path: Path) -> Document:
+    text = path.read_text(encoding="utf-8")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SourceError(f"not valid JSON: {exc.msg} (column {exc.colno})", exc.lineno) from None
+    return Document(path, value)

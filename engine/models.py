@@ -1,0 +1,135 @@
+"""The run-time model: items, their append-only history, users, role grants and the outbox."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Annotated, Any
+
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+#: JSON on SQLite, JSONB on PostgreSQL (indexable, compact)
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+intpk = Annotated[int, mapped_column(Integer, primary_key=True)]
+created_at = Annotated[datetime, mapped_column(default=utcnow)]
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSONType, list[Any]: JSONType}
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[intpk]
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200), default="")
+    email: Mapped[str | None] = mapped_column(String(320))
+    password_hash: Mapped[str | None] = mapped_column(String(200))
+    totp_secret: Mapped[str | None] = mapped_column(String(64))
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[created_at]
+
+    grants: Mapped[list[RoleGrant]] = relationship(back_populates="user", cascade="all, delete-orphan", lazy="selectin")
+
+    @property
+    def role_keys(self) -> list[str]:
+        return sorted(g.role for g in self.grants)
+
+    @property
+    def label(self) -> str:
+        return self.display_name or self.username
+
+
+class RoleGrant(Base):
+    __tablename__ = "role_grants"
+    __table_args__ = (UniqueConstraint("user_id", "role"),)
+
+    id: Mapped[intpk]
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    role: Mapped[str] = mapped_column(String(64))
+
+    user: Mapped[User] = relationship(back_populates="grants")
+
+
+class Item(Base):
+    __tablename__ = "items"
+    __table_args__ = (
+        # Duplicate prevention must hold under concurrency, so it is the database's job.
+        UniqueConstraint("type_key", "identity_key", name="uq_items_identity"),
+        Index("ix_items_type_status", "type_key", "status"),
+        Index("ix_items_assignee_status", "assignee_id", "status"),
+        Index("ix_items_type_due", "type_key", "due_date"),
+        Index("ix_items_subject", "subject_id"),
+    )
+
+    id: Mapped[intpk]
+    type_key: Mapped[str] = mapped_column(String(64))
+    type_version: Mapped[int]
+    status: Mapped[str] = mapped_column(String(64))
+    title: Mapped[str] = mapped_column(String(300), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    subject_id: Mapped[int | None] = mapped_column(ForeignKey("items.id"))
+    assignee_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    due_date: Mapped[date | None]
+    identity_key: Mapped[str | None] = mapped_column(String(500))
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    #: warnings from rules with ``severity: warning``, stored so they can be listed and counted
+    problems: Mapped[list[Any]] = mapped_column(default=list)
+    problem_count: Mapped[int] = mapped_column(default=0)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    updated_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[created_at]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    version: Mapped[int] = mapped_column(default=1)
+
+    __mapper_args__ = {"version_id_col": version}
+
+    subject: Mapped[Item | None] = relationship(remote_side="Item.id", lazy="joined", join_depth=1)
+    assignee: Mapped[User | None] = relationship(foreign_keys=[assignee_id], lazy="joined")
+    created_by: Mapped[User | None] = relationship(foreign_keys=[created_by_id])
+
+
+class Event(Base):
+    """Append-only history. ``payload`` depends on ``kind``:
+
+    created {data}; updated {changes: [{path, old, new}]}; transitioned {from, to,
+    transition}; assigned {from, to}; commented {text}.
+    """
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_item", "item_id", "id"),)
+
+    id: Mapped[intpk]
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(32))
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    at: Mapped[created_at]
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+    actor: Mapped[User | None] = relationship(lazy="joined")
+
+
+class Outbox(Base):
+    """Side effects written in the same transaction as the change that caused them."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_pending", "status", "available_at"),)
+
+    id: Mapped[intpk]
+    kind: Mapped[str] = mapped_column(String(32))
+    item_id: Mapped[int | None] = mapped_column(ForeignKey("items.id", ondelete="SET NULL"))
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[created_at]
+    available_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,58 @@
+"""Wires settings, database and definitions together for one process (CLI, web, worker)."""
+
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+
+from sqlalchemy.orm import Session
+
+from engine import db
+from engine.config import Settings
+from engine.definitions import Registry, load_registry
+from engine.permissions import Actor
+from engine.services import ItemService, UserService
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    """Builds each collaborator once, on first use; nothing is opened at import time."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+
+    @cached_property
+    def registry(self) -> Registry:
+        registry = load_registry(self.settings.definitions_path)
+        for problem in registry.problems:
+            log.info("definition problem: %s", problem)
+        if registry.problems:
+            log.warning(
+                "%d definition problem(s): the definitions concerned were skipped; run 'tracker check' to list them",
+                len(registry.problems),
+            )
+        return registry
+
+    @cached_property
+    def engine(self):
+        return db.make_engine(self.settings.database_url)
+
+    @cached_property
+    def sessions(self):
+        return db.session_factory(self.engine)
+
+    def session(self) -> Session:
+        return self.sessions()
+
+    def items(self, session: Session, actor: Actor) -> ItemService:
+        return ItemService(session, actor, self.registry)
+
+    def users(self, session: Session) -> UserService:
+        return UserService(session, self.registry)
+
+    def actor(self, session: Session, username: str | None) -> Actor:
+        """The actor for ``username``, or the system operator when None."""
+        if username is None:
+            return Actor.system()
+        return Actor.for_user(self.users(session).get(username), self.registry)

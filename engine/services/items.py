@@ -1,0 +1,788 @@
+"""Items: create, update, transition, assign, comment, read their history.
+
+Each public method is one transaction: it checks permissions, validates (JSON Schema,
+rules, per-state field rules), writes the change with its events and outbox rows, and
+commits; or it changes nothing and raises a :class:`~engine.errors.TrackerError`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date
+from typing import Any
+
+from sqlalchemy import func, select, true
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
+
+from engine import permissions, sandbox
+from engine.definitions.model import Registry, TrackerType, Transition, Workflow
+from engine.errors import Conflict, NotFound, PermissionDenied, Problem, ValidationFailed
+from engine.history import diff
+from engine.models import Event, Item, Outbox, RoleGrant, User
+from engine.permissions import Actor
+from engine.validation import get_path, humanize_label, is_filled, schema_at, schema_problems
+
+log = logging.getLogger(__name__)
+
+
+class DuplicateItem(ValidationFailed):
+    """An item with the same identity (e.g. the same ULN) already exists."""
+
+    status = 409
+
+    def __init__(self, problems: list[Problem], existing_id: int | None) -> None:
+        super().__init__(problems)
+        self.existing_id = existing_id
+
+
+def item_link(item_id: int) -> str:
+    """The path of an item's edit page; notifications carry it as their deep link."""
+    return f"/items/{item_id}/edit"
+
+
+class ItemService:
+    """Operations on items for one actor.
+
+    Args:
+        session: a SQLAlchemy session; each public method commits or rolls it back.
+        actor: on whose behalf the work is done; permissions are checked for them.
+        registry: the loaded definitions.
+        today: returns today's date; tests pass a fixed day.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        actor: Actor,
+        registry: Registry,
+        *,
+        today: Callable[[], date] = date.today,
+    ) -> None:
+        self.session = session
+        self.actor = actor
+        self.registry = registry
+        self.today = today
+
+    # -- reading ---------------------------------------------------------------------
+
+    def get(self, item_id: int) -> Item:
+        """The item, if the actor may view it. Raises NotFound or PermissionDenied."""
+        item = self.session.get(Item, item_id)
+        if item is None:
+            raise NotFound(f"There is no item #{item_id}.", "Check the number.")
+        permissions.require(self.actor, "items.view", self.type_of(item), item)
+        return item
+
+    def type_of(self, item: Item) -> TrackerType:
+        return self.registry.type(item.type_key, item.type_version)
+
+    def workflow_of(self, item: Item) -> Workflow:
+        return self.registry.workflow_for(self.type_of(item))
+
+    def history(self, item_id: int) -> list[Event]:
+        """Every event of the item, oldest first."""
+        self.get(item_id)
+        stmt = select(Event).where(Event.item_id == item_id).order_by(Event.id)
+        return list(self.session.scalars(stmt))
+
+    def list(self, type_key: str, *, limit: int = 50, offset: int = 0) -> tuple[list[Item], int]:
+        """A page of the items of one type the actor may view, newest first, and the total."""
+        tracker_type = self.registry.type(type_key)
+        permissions.require(self.actor, "items.view", tracker_type)
+        where = (Item.type_key == type_key, permissions.visible_clause(self.actor, tracker_type))
+        total = self.session.scalar(select(func.count()).select_from(Item).where(*where))
+        stmt = select(Item).where(*where).order_by(Item.id.desc()).limit(limit).offset(offset)
+        return list(self.session.scalars(stmt)), total or 0
+
+    def available_transitions(self, item: Item) -> list[Transition]:
+        """Transitions the actor could take now: roles allow them and their condition holds."""
+        if not permissions.allows(self.actor, "items.transition", self.type_of(item), item):
+            return []
+        return [
+            t
+            for t in self.workflow_of(item).transitions_from(item.status)
+            if self._may_take(t, item) and self._condition_holds(t, item, item.data)
+        ]
+
+    # -- changing --------------------------------------------------------------------
+
+    def create(
+        self,
+        type_key: str,
+        data: dict | None = None,
+        *,
+        subject_id: int | None = None,
+        assignee: str | None = None,
+        description: str = "",
+        template: str | None = None,
+        status: str | None = None,
+    ) -> Item:
+        """Create an item in its workflow's initial state and return it.
+
+        ``template`` names a template of the type whose data is the starting point;
+        ``data`` is laid over it. Raises ValidationFailed (with every problem),
+        DuplicateItem, PermissionDenied or NotFound; nothing is written then.
+        """
+        with self._transaction():
+            return self._create(
+                type_key,
+                data,
+                subject_id=subject_id,
+                assignee=assignee,
+                description=description,
+                template=template,
+                status=status,
+            )
+
+    def update(
+        self,
+        item_id: int,
+        data: dict | None = None,
+        *,
+        changes: dict | None = None,
+        description: str | None = None,
+        expected_version: int | None = None,
+    ) -> Item:
+        """Replace the item's data with ``data``, or lay ``changes`` over it.
+
+        Raises Conflict when ``expected_version`` is not the item's current version.
+        """
+        with self._transaction():
+            item = self._load(item_id, "items.edit", expected_version)
+            new = copy.deepcopy(data) if data is not None else _merge(item.data, changes or {})
+            self._check_read_only(item, new)
+            self._write_data(item, new, item.status)
+            if description is not None and description != item.description:
+                self._record(
+                    item, "updated", {"changes": [{"path": "description", "old": item.description, "new": description}]}
+                )
+                item.description = description
+            return item
+
+    def transition(
+        self,
+        item_id: int,
+        to: str | None = None,
+        *,
+        transition: str | None = None,
+        data: dict | None = None,
+        expected_version: int | None = None,
+    ) -> Item:
+        """Move the item to state ``to`` (or take the transition named ``transition``).
+
+        ``data`` is laid over the item's data first, so a form can fill the fields the
+        transition requires in the same step. Raises ValidationFailed saying why the
+        move is not possible, or PermissionDenied when the actor's roles may not take it.
+        """
+        with self._transaction():
+            item = self._load(item_id, "items.transition", expected_version)
+            tracker_type, workflow = self.type_of(item), self.workflow_of(item)
+            new_data = _merge(item.data, data or {})
+            if data:
+                self._check_read_only(item, new_data)
+            chosen = self._choose_transition(item, workflow, to, transition, new_data)
+            for action in chosen.actions:
+                if action.kind == "set":
+                    new_data = _merge(new_data, _set_value(action.value, self.today()))
+            old_status = item.status
+            self._write_data(item, new_data, chosen.target)
+            item.status = chosen.target
+            self._record(
+                item,
+                "transitioned",
+                {
+                    "from": old_status,
+                    "to": chosen.target,
+                    "transition": chosen.key,
+                    "label": chosen.label,
+                },
+            )
+            self._run_actions(item, tracker_type, chosen)
+            self._outbox_event(item, "transitioned", {"from": old_status, "to": chosen.target})
+            return item
+
+    def assign(self, item_id: int, assignee: str | None, *, expected_version: int | None = None) -> Item:
+        """Assign the item to the user named ``assignee`` (None unassigns); the new
+        assignee is notified with a link to the item."""
+        with self._transaction():
+            item = self._load(item_id, "items.edit", expected_version)
+            user = self._assignee(assignee, self.type_of(item)) if assignee else None
+            self._set_assignee(item, user)
+            return item
+
+    def comment(self, item_id: int, text: str) -> Event:
+        """Add a comment to the item's history."""
+        text = (text or "").strip()
+        if not text:
+            raise ValidationFailed([Problem("comment", "The comment is empty", "Write something.")])
+        with self._transaction():
+            item = self._load(item_id, "items.view", None)
+            return self._record(item, "commented", {"text": text})
+
+    # -- the transaction ---------------------------------------------------------------
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        try:
+            yield
+            self.session.commit()
+        except IntegrityError as exc:
+            self.session.rollback()
+            raise self._duplicate(exc) from None
+        except StaleDataError:
+            self.session.rollback()
+            raise Conflict(
+                "Someone else changed this item at the same moment, so your change was not saved.",
+                "Reload the item and make your change again.",
+            ) from None
+        except BaseException:
+            self.session.rollback()
+            raise
+
+    def _duplicate(self, exc: IntegrityError) -> Exception:
+        pending = getattr(self, "_identity_attempt", None)
+        if pending is None or "identity" not in str(exc.orig).lower() and "unique" not in str(exc.orig).lower():
+            return exc
+        tracker_type, identity_key = pending
+        existing = self.session.scalar(
+            select(Item).where(Item.type_key == tracker_type.key, Item.identity_key == identity_key)
+        )
+        return self._duplicate_error(tracker_type, identity_key, existing)
+
+    def _duplicate_error(self, tracker_type: TrackerType, identity_key: str, existing: Item | None):
+        values = json.loads(identity_key)
+        described = ", ".join(
+            f"{_label(tracker_type, name)} {value}" for name, value in zip(tracker_type.identity, values, strict=False)
+        )
+        which = f"#{existing.id} {existing.title}".strip() if existing else "another item"
+        problem = Problem(
+            "/" + tracker_type.identity[0].replace(".", "/"),
+            f"A {tracker_type.name} with {described} already exists: {which}",
+            f"Open item #{existing.id} instead of creating a duplicate."
+            if existing
+            else "Search for the existing item instead of creating a duplicate.",
+        )
+        return DuplicateItem([problem], existing.id if existing else None)
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _load(self, item_id: int, capability: str, expected_version: int | None) -> Item:
+        item = self.session.get(Item, item_id)
+        if item is None:
+            raise NotFound(f"There is no item #{item_id}.", "Check the number.")
+        permissions.require(self.actor, "items.view", self.type_of(item), item)
+        permissions.require(self.actor, capability, self.type_of(item), item)
+        if expected_version is not None and expected_version != item.version:
+            raise Conflict(
+                f"Item #{item.id} was changed by someone else since you opened it "
+                f"(you had version {expected_version}, it is now at version {item.version}).",
+                "Reload the item to see the changes, then make yours again.",
+            )
+        return item
+
+    def _create(
+        self,
+        type_key,
+        data,
+        *,
+        subject_id=None,
+        assignee=None,
+        description="",
+        template=None,
+        status=None,
+        check_permission=True,
+        cause=None,
+    ) -> Item:
+        tracker_type = self.registry.type(type_key)
+        if check_permission:
+            permissions.require(self.actor, tracker_type.create_capability, tracker_type)
+            if tracker_type.create_capability != "items.create":
+                permissions.require(self.actor, "items.create", tracker_type)
+        workflow = self.registry.workflow_for(tracker_type)
+        problems: list[Problem] = []
+        if status and status != workflow.initial.key:
+            problems.append(
+                Problem(
+                    "status",
+                    f"A new {tracker_type.name} always starts as '{workflow.initial.label}'",
+                    f"Leave the status out, or set it to '{workflow.initial.key}'; "
+                    "move it on afterwards with a transition.",
+                )
+            )
+        start: dict = {}
+        if template:
+            found = tracker_type.template(template)
+            if found is None:
+                names = ", ".join(t.key for t in tracker_type.templates) or "none"
+                problems.append(
+                    Problem("template", f"{tracker_type.name} has no template '{template}'", f"Use one of: {names}.")
+                )
+            else:
+                start = copy.deepcopy(found.data)
+        if data is not None and not isinstance(data, dict):
+            raise ValidationFailed([Problem("", "The data must be a JSON object", 'Send {"field": value, ...}.')])
+        new_data = _merge(start, data or {})
+        subject = self._subject(tracker_type, subject_id, problems)
+        user = None
+        if assignee:
+            try:
+                user = self._assignee(assignee, tracker_type)
+            except ValidationFailed as exc:
+                problems.extend(exc.problems)
+        item = Item(
+            type_key=tracker_type.key,
+            type_version=tracker_type.version,
+            status=workflow.initial.key,
+            description=description or "",
+            subject=subject,
+            subject_id=subject.id if subject else None,
+            created_by_id=self.actor.user_id,
+            updated_by_id=self.actor.user_id,
+            data={},
+        )
+        self._write_data(item, new_data, item.status, problems, creating=True)
+        self.session.add(item)
+        self.session.flush()
+        if not item.title:
+            item.title = f"{tracker_type.name} #{item.id}"
+        self._record(item, "created", {"data": item.data, **({"cause": cause} if cause else {})})
+        self._outbox_event(item, "created", {})
+        if user is not None:
+            self._set_assignee(item, user)
+        return item
+
+    def _subject(self, tracker_type: TrackerType, subject_id: int | None, problems: list[Problem]) -> Item | None:
+        kind = tracker_type.subject
+        if subject_id is None:
+            if kind != "none":
+                problems.append(
+                    Problem(
+                        "subject",
+                        f"A {kind} is required for {tracker_type.name}",
+                        f"Pick the {kind} this item is about (search by name{' or ULN' if kind == 'learner' else ''}).",
+                    )
+                )
+            return None
+        subject = self.session.get(Item, subject_id)
+        if subject is None:
+            problems.append(Problem("subject", f"There is no item #{subject_id}", f"Pick an existing {kind}."))
+            return None
+        if kind == "none" or subject.type_key != kind:
+            wanted = f"a {kind}" if kind != "none" else "no subject"
+            problems.append(
+                Problem(
+                    "subject",
+                    f"#{subject_id} is a {subject.type_key}, but {tracker_type.name} needs {wanted}",
+                    f"Pick a {kind}." if kind != "none" else "Leave the subject out.",
+                )
+            )
+            return None
+        return subject
+
+    def _assignee(self, username: str, tracker_type: TrackerType) -> User:
+        user = self.session.scalar(select(User).where(User.username == username))
+        if user is None or not user.active:
+            raise ValidationFailed(
+                [Problem("assignee", f"There is no active user '{username}'", "Pick a user from the list.")]
+            )
+        if not permissions.allows(Actor.for_user(user, self.registry), "items.view", tracker_type):
+            raise ValidationFailed(
+                [
+                    Problem(
+                        "assignee",
+                        f"{user.label} cannot see {tracker_type.name} items, so cannot be assigned one",
+                        "Pick someone else, or give them a role that can view this type.",
+                    )
+                ]
+            )
+        return user
+
+    def _set_assignee(self, item: Item, user: User | None) -> None:
+        old = item.assignee
+        if (old.id if old else None) == (user.id if user else None):
+            return
+        item.assignee = user
+        item.assignee_id = user.id if user else None
+        item.updated_by_id = self.actor.user_id
+        self._record(
+            item,
+            "assigned",
+            {
+                "from": old.username if old else None,
+                "to": user.username if user else None,
+            },
+        )
+        if user is not None and user.id != self.actor.user_id:
+            self._notify(item, [user.id], "assigned", f"{self.actor.username} assigned {item.title} to you")
+
+    def _write_data(
+        self, item: Item, new_data: dict, status: str, problems: list[Problem] | None = None, *, creating: bool = False
+    ) -> None:
+        """Validate ``new_data`` for ``status``; on success store it with its derived
+        columns (title, due date, identity, warnings) and record the diff."""
+        tracker_type = self.type_of(item) if not creating else self.registry.type(item.type_key)
+        workflow = self.registry.workflow_for(tracker_type)
+        problems = list(problems or ())
+        problems += schema_problems(_validator(tracker_type), new_data)
+        item_ctx = {
+            "status": status,
+            "assignee": item.assignee.username if item.assignee else None,
+            "title": item.title,
+            "id": item.id,
+        }
+        subject_ctx = _subject_context(item.subject)
+        context = sandbox.context_for(new_data, item_ctx, subject_ctx)
+        warnings = []
+        for rule in tracker_type.rules:
+            if _rule_fails(rule.when, context, rule.key):
+                problem = Problem(rule.path, rule.message, rule.advice, rule.key, rule.severity)
+                (warnings if rule.severity == "warning" else problems).append(problem)
+        state = workflow.state(status)
+        for name in workflow.fields_for(status).required:
+            if not is_filled(get_path(new_data, name)):
+                label = _label(tracker_type, name)
+                problems.append(
+                    Problem(
+                        "/" + name.replace(".", "/"),
+                        f"{label} is required while the item is '{state.label if state else status}'",
+                        f"Fill in {label}.",
+                    )
+                )
+        identity_key = _identity_key(tracker_type, new_data)
+        if identity_key is not None and identity_key != item.identity_key:
+            existing = self.session.scalar(
+                select(Item).where(
+                    Item.type_key == tracker_type.key,
+                    Item.identity_key == identity_key,
+                    (Item.id != item.id) if item.id else true(),
+                )
+            )
+            if existing is not None:
+                duplicate = self._duplicate_error(tracker_type, identity_key, existing)
+                if not problems:
+                    raise duplicate
+                problems += duplicate.problems
+        if problems:
+            raise ValidationFailed(problems)
+        changes = diff(item.data, new_data)
+        self._identity_attempt = (tracker_type, identity_key) if identity_key else None
+        item.data = new_data
+        item.identity_key = identity_key
+        item.problems = [w.as_dict() for w in warnings]
+        item.problem_count = len(warnings)
+        item.due_date = _as_date(get_path(new_data, tracker_type.due_date)) if tracker_type.due_date else None
+        item.updated_by_id = self.actor.user_id
+        item.title = _render_title(tracker_type, context) or item.title
+        if changes and not creating:
+            self._record(item, "updated", {"changes": changes})
+            self._outbox_event(item, "updated", {"paths": [c["path"] for c in changes]})
+
+    def _check_read_only(self, item: Item, new_data: dict) -> None:
+        workflow = self.workflow_of(item)
+        rules = workflow.fields_for(item.status)
+        if not rules.read_only:
+            return
+        state = workflow.state(item.status)
+        changed = diff(item.data, new_data)
+        locked = [
+            c
+            for c in changed
+            if "*" in rules.read_only
+            or any(
+                c["path"] == "/" + f.replace(".", "/") or c["path"].startswith("/" + f.replace(".", "/") + "/")
+                for f in rules.read_only
+            )
+        ]
+        if locked:
+            tracker_type = self.type_of(item)
+            raise ValidationFailed(
+                [
+                    Problem(
+                        c["path"],
+                        f"{_label(tracker_type, c['path'].strip('/').split('/')[0])} cannot be changed "
+                        f"while the item is '{state.label}'",
+                        "Move the item back to an earlier state first, or leave the field as it was.",
+                    )
+                    for c in locked
+                ]
+            )
+
+    def _choose_transition(
+        self, item: Item, workflow: Workflow, to: str | None, key: str | None, data: dict
+    ) -> Transition:
+        state = workflow.state(item.status)
+        here = state.label if state else item.status
+        if to is not None and workflow.state(to) is None:
+            raise ValidationFailed(
+                [
+                    Problem(
+                        "status",
+                        f"'{to}' is not a state of the {workflow.name} workflow",
+                        f"Use one of: {', '.join(s.key for s in workflow.states)}.",
+                    )
+                ]
+            )
+        leaving = workflow.transitions_from(item.status)
+        candidates = [t for t in leaving if (to is None or t.target == to) and (key is None or t.key == key)]
+        if not candidates:
+            options = ", ".join(f"{t.target} ({t.label})" for t in leaving) or "nowhere: it is final"
+            target = f"'{workflow.state(to).label}'" if to else f"with '{key}'"
+            raise ValidationFailed(
+                [
+                    Problem(
+                        "status",
+                        f"Item #{item.id} is '{here}' and cannot move to {target} from there",
+                        f"From '{here}' it can move to: {options}.",
+                    )
+                ]
+            )
+        denied, problems = [], []
+        for t in candidates:
+            if not self._may_take(t, item):
+                denied.append(t)
+                continue
+            if not self._condition_holds(t, item, data):
+                problems.append(
+                    Problem(
+                        "status",
+                        f"'{t.label}' is not possible for item #{item.id} right now: "
+                        f"its condition is not met ({t.condition})",
+                        "Change the item so that the condition holds, then try again.",
+                    )
+                )
+                continue
+            missing = [name for name in t.requires if not is_filled(get_path(data, name))]
+            if missing:
+                tracker_type = self.type_of(item)
+                problems += [
+                    Problem(
+                        "/" + name.replace(".", "/"),
+                        f"{_label(tracker_type, name)} must be filled to '{t.label}'",
+                        f"Fill in {_label(tracker_type, name)}, then try again.",
+                    )
+                    for name in missing
+                ]
+                continue
+            return t
+        if problems:
+            raise ValidationFailed(problems)
+        roles = sorted({r for t in denied for r in t.roles})
+        raise PermissionDenied(
+            f"{self.actor.username} may not '{denied[0].label}' on item #{item.id}.",
+            f"Only these may: {', '.join(roles)} (and administrators).",
+        )
+
+    def _may_take(self, transition: Transition, item: Item) -> bool:
+        if not transition.roles or self.actor.is_admin:
+            return True
+        me = self.actor.user_id
+        if me is not None and "creator" in transition.roles and item.created_by_id == me:
+            return True
+        if me is not None and "assignee" in transition.roles and item.assignee_id == me:
+            return True
+        return bool(self.actor.role_keys & set(transition.roles))
+
+    def _condition_holds(self, transition: Transition, item: Item, data: dict) -> bool:
+        if not transition.condition:
+            return True
+        context = sandbox.context_for(
+            data,
+            {
+                "status": item.status,
+                "title": item.title,
+                "id": item.id,
+                "assignee": item.assignee.username if item.assignee else None,
+            },
+            _subject_context(item.subject),
+        )
+        try:
+            return sandbox.evaluate(transition.condition, context)
+        except Exception:  # a condition that cannot be evaluated on this data is not met
+            log.info("condition of %s failed to evaluate on item %s", transition.key, item.id)
+            return False
+
+    def _run_actions(self, item: Item, tracker_type: TrackerType, transition: Transition) -> None:
+        for action in transition.actions:
+            if action.kind == "assign":
+                self._set_assignee(item, self._resolve_assignee(item, action.value, tracker_type))
+            elif action.kind == "notify":
+                recipients = self._recipients(item, action.value)
+                if recipients:
+                    self._notify(item, recipients, "transitioned", f"{item.title} moved to '{transition.label}'")
+            elif action.kind == "create":
+                spec = action.value
+                target = self.registry.type(spec["type"])
+                subject_id = item.subject_id if target.subject != "none" else None
+                created = self._create(
+                    target.key,
+                    None,
+                    subject_id=subject_id,
+                    template=spec.get("template"),
+                    check_permission=False,
+                    cause={"item": item.id, "transition": transition.key},
+                )
+                if spec.get("assign"):
+                    self._set_assignee(created, self._resolve_assignee(created, spec["assign"], target))
+
+    def _resolve_assignee(self, item: Item, target: str, tracker_type: TrackerType) -> User | None:
+        if target == "none":
+            return None
+        if target == "creator":
+            return self.session.get(User, item.created_by_id) if item.created_by_id else None
+        if target.startswith("role:"):
+            role = target[5:]
+            load = select(func.count()).select_from(Item).where(Item.assignee_id == User.id).scalar_subquery()
+            user = self.session.scalar(
+                select(User).join(RoleGrant).where(RoleGrant.role == role, User.active).order_by(load, User.id).limit(1)
+            )
+            if user is None:
+                raise ValidationFailed(
+                    [
+                        Problem(
+                            "assignee",
+                            f"No active user has the role '{role}' to take item #{item.id}",
+                            f"Give someone the '{role}' role, then try again.",
+                        )
+                    ]
+                )
+            return user
+        return self._assignee(target, tracker_type)
+
+    def _recipients(self, item: Item, target: str) -> list[int]:
+        if target == "assignee":
+            return [item.assignee_id] if item.assignee_id else []
+        if target == "creator":
+            return [item.created_by_id] if item.created_by_id else []
+        if target.startswith("role:"):
+            stmt = select(User.id).join(RoleGrant).where(RoleGrant.role == target[5:], User.active)
+            return list(self.session.scalars(stmt))
+        user = self.session.scalar(select(User).where(User.username == target, User.active))
+        return [user.id] if user else []
+
+    def _record(self, item: Item, kind: str, payload: dict) -> Event:
+        event = Event(item_id=item.id, kind=kind, actor_id=self.actor.user_id, payload=payload)
+        self.session.add(event)
+        self.session.flush()
+        return event
+
+    def _notify(self, item: Item, user_ids: list[int], reason: str, text: str) -> None:
+        self.session.add(
+            Outbox(
+                kind="notify",
+                item_id=item.id,
+                idempotency_key=f"notify:{uuid.uuid4().hex}",
+                payload={
+                    "reason": reason,
+                    "recipients": sorted(set(user_ids)),
+                    "text": text,
+                    "link": item_link(item.id),
+                    "item_id": item.id,
+                },
+            )
+        )
+
+    def _outbox_event(self, item: Item, event: str, extra: dict) -> None:
+        self.session.add(
+            Outbox(
+                kind="item_event",
+                item_id=item.id,
+                idempotency_key=f"event:{uuid.uuid4().hex}",
+                payload={
+                    "event": event,
+                    "item_id": item.id,
+                    "type": item.type_key,
+                    "actor": self.actor.username,
+                    **extra,
+                },
+            )
+        )
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+_validators: dict[tuple[str, int, int], Any] = {}
+
+
+def _validator(tracker_type: TrackerType):
+    """Compile each type's schema once; keyed by identity so reloaded definitions recompile."""
+    from engine.validation import make_validator
+
+    key = (tracker_type.key, tracker_type.version, id(tracker_type.schema))
+    if key not in _validators:
+        _validators[key] = make_validator(tracker_type.schema)
+    return _validators[key]
+
+
+def _merge(base: dict, changes: dict) -> dict:
+    """``base`` with ``changes`` laid over it; a None value removes a field."""
+    out = copy.deepcopy(base or {})
+    for key, value in (changes or {}).items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _set_value(spec: dict, today: date) -> dict:
+    value = spec["value"]
+    if isinstance(value, str) and value.startswith("today"):
+        value = sandbox.relative_date(value, today).isoformat()
+    parts = spec["field"].split(".")
+    out: dict = {}
+    node = out
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def _rule_fails(expression: str, context: dict, key: str) -> bool:
+    try:
+        return sandbox.evaluate(expression, context)
+    except Exception:  # data the schema already refuses can make a rule uncomputable
+        log.debug("rule %s could not be evaluated", key, exc_info=True)
+        return False
+
+
+def _render_title(tracker_type: TrackerType, context: dict) -> str:
+    try:
+        return sandbox.render(tracker_type.title, context)[:300]
+    except Exception:
+        log.debug("title of %s could not be rendered", tracker_type.key, exc_info=True)
+        return ""
+
+
+def _subject_context(subject: Item | None) -> dict:
+    if subject is None:
+        return {}
+    return {"id": subject.id, "name": subject.title, "title": subject.title, "data": subject.data}
+
+
+def _identity_key(tracker_type: TrackerType, data: dict) -> str | None:
+    if not tracker_type.identity:
+        return None
+    values = [get_path(data, name) for name in tracker_type.identity]
+    if not all(is_filled(v) for v in values):
+        return None
+    normalised = [v.strip().upper() if isinstance(v, str) else v for v in values]
+    return json.dumps(normalised, separators=(",", ":"), sort_keys=True)[:500]
+
+
+def _as_date(value: Any) -> date | None:
+    try:
+        return date.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def _label(tracker_type: TrackerType, name: str) -> str:
+    sub = schema_at(tracker_type.schema, name.replace("/", ".")) or {}
+    return sub.get("title") or humanize_label(name.split(".")[-1])

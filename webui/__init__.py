@@ -1,0 +1,58 @@
+"""The web UI: a Flask app factory with blueprints; every change goes through engine services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, g
+
+from engine.config import Settings
+from engine.runtime import Runtime
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Build the app. ``config`` (tests) overrides the defaults; ``TRACKER_SETTINGS`` in it
+    may carry a ready :class:`~engine.config.Settings`, otherwise they come from the environment."""
+    app = Flask(__name__)
+    config = dict(config or {})
+    settings = config.pop("TRACKER_SETTINGS", None) or Settings.from_env()
+    app.config.from_mapping(
+        SECRET_KEY=settings.secret_key,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.base_url.startswith("https://"),
+        REMEMBER_COOKIE_HTTPONLY=True,
+        WTF_CSRF_TIME_LIMIT=None,
+        ITEMS_PER_PAGE=25,
+    )
+    app.config.update(config)
+    app.extensions["tracker"] = Runtime(settings)
+
+    from webui import auth, errors, views
+
+    auth.init_app(app)
+    errors.init_app(app)
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(views.bp)
+    app.add_url_rule("/", endpoint="index")
+
+    @app.teardown_appcontext
+    def close_session(_exc: BaseException | None) -> None:
+        session = g.pop("db", None)
+        if session is not None:
+            session.close()
+
+    return app
+
+
+def runtime() -> Runtime:
+    from flask import current_app
+
+    return current_app.extensions["tracker"]
+
+
+def db_session():
+    """The request's database session, opened on first use and closed at teardown."""
+    if "db" not in g:
+        g.db = runtime().session()
+    return g.db

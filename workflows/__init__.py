@@ -1,0 +1,1 @@
+"""Built-in status workflows. Data only: one YAML file per workflow."""
