@@ -133,6 +133,18 @@ def db_current() -> None:
     click.echo(db.current_revision(_runtime().engine) or "empty (run 'tracker db upgrade')")
 
 
+@cli.command()
+def status() -> None:
+    """Check the database, definitions, Redis and the outbox; exit 1 if any is unwell."""
+    from engine import health
+
+    report = health.check(_runtime())
+    for c in report.checks:
+        click.echo(f"{'ok  ' if c.ok else 'FAIL'}  {c.name:<12} {c.detail}")
+    if not report.ok:
+        sys.exit(1)
+
+
 # -- definitions --------------------------------------------------------------------------------
 
 

@@ -120,8 +120,9 @@ def test_unknown_type_template_and_assignee(system, learner):
 
 
 def test_template_prefills_and_data_overrides(system, learner):
-    item = system.create("concern", {"reported_on": "2025-09-02", "severity": "none"}, subject_id=learner.id,
-                         template="online")
+    item = system.create(
+        "concern", {"reported_on": "2025-09-02", "severity": "none"}, subject_id=learner.id, template="online"
+    )
     assert item.data == {"category": "online", "severity": "none", "reported_on": "2025-09-02"}
 
 

@@ -57,15 +57,16 @@ def read_yaml(path: Path) -> Document:
     return Document(path, value, lines)
 
 
-def _construct(node, parts: tuple, lines: dict[str, int], loader) -> Any:
-    lines[pointer(parts)] = node.start_mark.line + 1
+def _construct(node, parts: tuple, lines: dict[str, int], loader, line: int | None = None) -> Any:
+    # A mapping entry is reported on its key's line: the value may start on the next one.
+    lines[pointer(parts)] = line or node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         result = {}
         for key_node, value_node in node.value:
             key = loader.construct_object(key_node, deep=True)
             if key in result:
                 raise SourceError(f"duplicate key {key!r}", key_node.start_mark.line + 1)
-            result[key] = _construct(value_node, (*parts, key), lines, loader)
+            result[key] = _construct(value_node, (*parts, key), lines, loader, key_node.start_mark.line + 1)
         return result
     if isinstance(node, yaml.SequenceNode):
         return [_construct(child, (*parts, i), lines, loader) for i, child in enumerate(node.value)]
