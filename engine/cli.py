@@ -162,7 +162,7 @@ def check(folders: tuple[Path, ...]) -> None:
         f"{'' if len(registry.problems) == 1 else 's'}."
     )
     if registry.problems:
-        click.secho(summary, fg="red", err=True)
+        click.secho(summary, fg="red")
         sys.exit(1)
     click.secho(summary, fg="green")
 

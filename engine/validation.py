@@ -122,10 +122,10 @@ def to_problem(error: ValidationError) -> Problem:
         message = f"{label} must be one of: {_describe_choices(options)}"
         return Problem(path, message, advice or "Pick one of the listed values.")
     if kind == "const":
-        return Problem(path, f"{label} must be {arg!r}", advice)
+        return Problem(path, f"{label} must be {arg!r}", advice or f"Set {label} to {arg!r}.")
     if kind == "type":
-        wanted = arg if isinstance(arg, str) else arg[0]
-        return Problem(path, f"{label} must be {_TYPE_WORDS.get(wanted, wanted)}", advice)
+        wanted = _TYPE_WORDS.get(arg if isinstance(arg, str) else arg[0], str(arg))
+        return Problem(path, f"{label} must be {wanted}", advice or f"Enter {wanted} for {label}.")
     if kind == "format":
         words, default_advice = _FORMAT_WORDS.get(arg, (f"must be a valid {arg}", ""))
         return Problem(path, f"{label} {words}", advice or default_advice)
@@ -142,10 +142,10 @@ def to_problem(error: ValidationError) -> Problem:
         return Problem(path, f"{label} must be at most {arg} characters long", advice or "Shorten it.")
     if kind in ("minimum", "exclusiveMinimum"):
         word = "at least" if kind == "minimum" else "more than"
-        return Problem(path, f"{label} must be {word} {arg}", advice)
+        return Problem(path, f"{label} must be {word} {arg}", advice or f"Enter a value {word} {arg}.")
     if kind in ("maximum", "exclusiveMaximum"):
         word = "at most" if kind == "maximum" else "less than"
-        return Problem(path, f"{label} must be {word} {arg}", advice)
+        return Problem(path, f"{label} must be {word} {arg}", advice or f"Enter a value {word} {arg}.")
     if kind == "minItems":
         return Problem(path, f"{label} needs at least {arg} entries", advice or "Add a row.")
     if kind == "maxItems":
