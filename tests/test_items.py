@@ -253,6 +253,7 @@ def test_create_action_makes_item_for_same_subject(system, learner, make_user):
     assert total == 1
     assert reviews[0].subject_id == learner.id
     assert reviews[0].data == {"reason": "Reopened concern"}
+    assert reviews[0].assignee.username == "lead"
     assert system.history(reviews[0].id)[0].payload["cause"] == {"item": item.id, "transition": "reopen"}
 
 
@@ -301,3 +302,13 @@ def test_failed_transition_writes_no_outbox(system, learner, session):
 def test_missing_item(system):
     with pytest.raises(NotFound, match="no item #404"):
         system.get(404)
+
+
+def test_assignee_required_types(system, learner, make_user):
+    with pytest.raises(ValidationFailed) as excinfo:
+        system.create("concern_review", {}, subject_id=learner.id)
+    assert problems_of(excinfo) == {"assignee": "Every Concern review needs an assignee"}
+    make_user("lead", "dsl")
+    review = system.create("concern_review", {}, subject_id=learner.id, assignee="lead")
+    with pytest.raises(ValidationFailed, match="needs an assignee"):
+        system.assign(review.id, None)

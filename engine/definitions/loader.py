@@ -477,6 +477,7 @@ def _load_type(folder: Path, registry: Registry, out: _Collector) -> None:
         identity=tuple(raw.get("identity") or ()),
         due_date=raw.get("due_date"),
         create_capability=raw.get("create_capability", "items.create"),
+        assignee_required=bool(raw.get("assignee_required", False)),
         layout=tuple(
             Section(s["section"], tuple(s["fields"]), tuple(s.get("hidden") or ())) for s in raw.get("layout") or ()
         ),

@@ -141,6 +141,7 @@ class TrackerType:
     identity: tuple[str, ...] = ()
     due_date: str | None = None
     create_capability: str = "items.create"
+    assignee_required: bool = False
     layout: tuple[Section, ...] = ()
     templates: tuple[Template, ...] = ()
     rules: tuple[Rule, ...] = ()

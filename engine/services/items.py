@@ -213,6 +213,8 @@ class ItemService:
         assignee is notified with a link to the item."""
         with self._transaction():
             item = self._load(item_id, "items.edit", expected_version)
+            if not assignee and self.type_of(item).assignee_required:
+                raise ValidationFailed([_assignee_needed(self.type_of(item))])
             user = self._assignee(assignee, self.type_of(item)) if assignee else None
             self._set_assignee(item, user)
             return item
@@ -331,6 +333,8 @@ class ItemService:
         new_data = _merge(start, data or {})
         subject = self._subject(tracker_type, subject_id, problems)
         user = None
+        if tracker_type.assignee_required and not assignee:
+            problems.append(_assignee_needed(tracker_type))
         if assignee:
             try:
                 user = self._assignee(assignee, tracker_type)
@@ -619,17 +623,16 @@ class ItemService:
             elif action.kind == "create":
                 spec = action.value
                 target = self.registry.type(spec["type"])
-                subject_id = item.subject_id if target.subject != "none" else None
-                created = self._create(
+                user = self._resolve_assignee(item, spec["assign"], target) if spec.get("assign") else None
+                self._create(
                     target.key,
                     None,
-                    subject_id=subject_id,
+                    subject_id=item.subject_id if target.subject != "none" else None,
                     template=spec.get("template"),
+                    assignee=user.username if user else None,
                     check_permission=False,
                     cause={"item": item.id, "transition": transition.key},
                 )
-                if spec.get("assign"):
-                    self._set_assignee(created, self._resolve_assignee(created, spec["assign"], target))
 
     def _resolve_assignee(self, item: Item, target: str, tracker_type: TrackerType) -> User | None:
         if target == "none":
@@ -774,6 +777,12 @@ def _identity_key(tracker_type: TrackerType, data: dict) -> str | None:
         return None
     normalised = [v.strip().upper() if isinstance(v, str) else v for v in values]
     return json.dumps(normalised, separators=(",", ":"), sort_keys=True)[:500]
+
+
+def _assignee_needed(tracker_type: TrackerType) -> Problem:
+    return Problem(
+        "assignee", f"Every {tracker_type.name} needs an assignee", "Pick the person who will look after it."
+    )
 
 
 def _as_date(value: Any) -> date | None:
