@@ -34,8 +34,15 @@ class User(Base):
     email: Mapped[str | None] = mapped_column(String(320))
     password_hash: Mapped[str | None] = mapped_column(String(200))
     totp_secret: Mapped[str | None] = mapped_column(String(64))
+    #: a secret shown on the enrolment page, kept until the user confirms it with a code
+    totp_pending_secret: Mapped[str | None] = mapped_column(String(64))
+    #: the last TOTP time-step accepted; a code from the same or an earlier step is a replay
+    totp_last_step: Mapped[int] = mapped_column(default=0)
+    #: bumped on deactivation, password or 2FA reset, so every open session ends at once
+    session_epoch: Mapped[int] = mapped_column(default=0)
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[created_at]
+    last_login_at: Mapped[datetime | None]
 
     grants: Mapped[list[RoleGrant]] = relationship(back_populates="user", cascade="all, delete-orphan", lazy="selectin")
 
@@ -46,6 +53,43 @@ class User(Base):
     @property
     def label(self) -> str:
         return self.display_name or self.username
+
+
+class RecoveryCode(Base):
+    """One-time 2FA recovery codes, stored hashed like passwords."""
+
+    __tablename__ = "recovery_codes"
+
+    id: Mapped[intpk]
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(200))
+    used_at: Mapped[datetime | None]
+
+
+class ApiToken(Base):
+    """A bearer token for the JSON API. Only a SHA-256 of the token is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[intpk]
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100), default="")
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(12))
+    created_at: Mapped[created_at]
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+    user: Mapped[User] = relationship(lazy="joined")
+
+
+class RoleSetting(Base):
+    """Per-role settings an admin changes in the UI (roles themselves are definitions)."""
+
+    __tablename__ = "role_settings"
+
+    role: Mapped[str] = mapped_column(String(64), primary_key=True)
+    require_2fa: Mapped[bool] = mapped_column(default=False)
 
 
 class RoleGrant(Base):

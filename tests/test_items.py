@@ -182,7 +182,7 @@ def test_transition_runs_actions_and_writes_outbox(system, learner, make_user, s
     notes = session.scalars(select(Outbox).where(Outbox.kind == "notify")).all()
     assert len(notes) == notifications_before + 1
     assert notes[-1].payload["recipients"] == [lead.user_id]
-    assert notes[-1].payload["link"] == f"/items/{item.id}/edit"
+    assert notes[-1].payload["link"] == f"/items/{item.id}"
 
 
 def test_transition_refusals_say_why(system, learner, make_user, service_for, session):
@@ -272,7 +272,7 @@ def test_assign_notifies_with_link_and_records_history(system, learner, make_use
     item = system.assign(item.id, "sam")
     assert item.assignee.username == "sam"
     note = session.scalars(select(Outbox).where(Outbox.kind == "notify")).one()
-    assert note.payload["link"] == f"/items/{item.id}/edit"
+    assert note.payload["link"] == f"/items/{item.id}"
     assert system.history(item.id)[-1].payload == {"from": None, "to": "sam"}
 
 
@@ -312,3 +312,45 @@ def test_assignee_required_types(system, learner, make_user):
     review = system.create("concern_review", {}, subject_id=learner.id, assignee="lead")
     with pytest.raises(ValidationFailed, match="needs an assignee"):
         system.assign(review.id, None)
+
+
+def test_list_filters_sort_and_search(system, learner, make_user, session):
+    make_user("sam", "tracker_creator")
+    a = system.create("concern", {**CONCERN, "reported_on": "2025-09-03"}, subject_id=learner.id, assignee="sam")
+    b = system.create(
+        "concern", {**CONCERN, "category": "bullying", "reported_on": "2025-09-01"}, subject_id=learner.id
+    )
+    found, total = system.list("concern", assignee="sam")
+    assert [i.id for i in found] == [a.id] and total == 1
+    assert [i.id for i in system.list("concern", assignee="none")[0]] == [b.id]
+    assert [i.id for i in system.list("concern", sort="reported_on")[0]] == [b.id, a.id]
+    assert [i.id for i in system.list("concern", sort="-reported_on")[0]] == [a.id, b.id]
+    assert [i.id for i in system.list("concern", q="bullying")[0]] == [b.id]
+    assert system.list("concern", status=["closed"]) == ([], 0)
+    assert [i.id for i in system.search_subjects("learner", "1000000043")] == [learner.id]
+    assert [i.id for i in system.search_subjects("learner", "smith")] == [learner.id]
+    everything, total = system.list(None, subject_id=learner.id)
+    assert total == 2
+    with pytest.raises(ValidationFailed, match="cannot be sorted by 'colour'"):
+        system.list("concern", sort="colour")
+    with pytest.raises(ValidationFailed, match="no user 'ghost'"):
+        system.list("concern", assignee="ghost")
+
+
+def test_finance_fields_hidden_from_users_without_finance_view(system, learner, make_user, service_for):
+    item = system.create("concern", {**CONCERN, "cost": 120}, subject_id=learner.id)
+    clerk = service_for(make_user("clara", "tracker_creator"))
+    finance = service_for(make_user("fran", "finance"))
+    assert "cost" not in clerk.visible_data(clerk.get(item.id))
+    assert finance.visible_data(finance.get(item.id))["cost"] == 120
+    assert "cost" not in clerk.visible_payload(item, clerk.history(item.id)[0])["data"]
+    with pytest.raises(PermissionDenied, match="finance"):
+        clerk.update(item.id, changes={"cost": 0})
+    with pytest.raises(PermissionDenied, match="finance"):
+        clerk.create("concern", {**CONCERN, "cost": 5}, subject_id=learner.id)
+    # saving the whole form the clerk saw keeps the field they could not see
+    updated = clerk.update(item.id, data={**clerk.visible_data(item), "hours": 2})
+    assert updated.data["cost"] == 120 and updated.data["hours"] == 2
+    system.update(item.id, changes={"cost": 150})
+    changes = clerk.visible_payload(item, clerk.history(item.id)[-1]).get("changes")
+    assert changes == []

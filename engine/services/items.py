@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from datetime import date
 from typing import Any
 
-from sqlalchemy import func, select, true
+from sqlalchemy import and_, false, func, or_, select, true
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
@@ -43,8 +43,8 @@ class DuplicateItem(ValidationFailed):
 
 
 def item_link(item_id: int) -> str:
-    """The path of an item's edit page; notifications carry it as their deep link."""
-    return f"/items/{item_id}/edit"
+    """The path of the item page (where it is edited); notifications carry it as their deep link."""
+    return f"/items/{item_id}"
 
 
 class ItemService:
@@ -92,14 +92,116 @@ class ItemService:
         stmt = select(Event).where(Event.item_id == item_id).order_by(Event.id)
         return list(self.session.scalars(stmt))
 
-    def list(self, type_key: str, *, limit: int = 50, offset: int = 0) -> tuple[list[Item], int]:
-        """A page of the items of one type the actor may view, newest first, and the total."""
-        tracker_type = self.registry.type(type_key)
-        permissions.require(self.actor, "items.view", tracker_type)
-        where = (Item.type_key == type_key, permissions.visible_clause(self.actor, tracker_type))
-        total = self.session.scalar(select(func.count()).select_from(Item).where(*where))
-        stmt = select(Item).where(*where).order_by(Item.id.desc()).limit(limit).offset(offset)
-        return list(self.session.scalars(stmt)), total or 0
+    def list(
+        self,
+        type_key: str | None = None,
+        *,
+        status: list[str] | None = None,
+        assignee: str | None = None,
+        q: str | None = None,
+        subject_id: int | None = None,
+        sort: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[Item], int]:
+        """A page of the items the actor may view, and how many match in all.
+
+        Args:
+            type_key: one type, or None for every type the actor may view.
+            status: state keys to keep.
+            assignee: a user name, ``me`` or ``none``.
+            q: text found in the title or the identity (a ULN, a company number).
+            subject_id: only items about this learner or employer.
+            sort: ``id``, ``title``, ``status``, ``due_date``, ``created_at``, ``updated_at`` or a
+                field of the type's ``list_columns``; ``-`` in front for descending.
+                Default: newest first.
+
+        Raises NotFound for an unknown type, ValidationFailed for an unknown sort or assignee.
+        """
+        types = [self.registry.type(type_key)] if type_key else list(self.registry.types.values())
+        if type_key:
+            permissions.require(self.actor, "items.view", types[0])
+        visible = [
+            and_(Item.type_key == t.key, permissions.visible_clause(self.actor, t))
+            for t in types
+            if permissions.allows(self.actor, "items.view", t)
+        ]
+        where = [or_(*visible) if visible else false()]
+        if status:
+            where.append(Item.status.in_(status))
+        if assignee == "me":
+            where.append(Item.assignee_id == self.actor.user_id)
+        elif assignee == "none":
+            where.append(Item.assignee_id.is_(None))
+        elif assignee:
+            user_id = self.session.scalar(select(User.id).where(User.username == assignee))
+            if user_id is None:
+                raise ValidationFailed(
+                    [Problem("assignee", f"There is no user '{assignee}'", "Pick a user from the list.")]
+                )
+            where.append(Item.assignee_id == user_id)
+        if q and q.strip():
+            pattern = f"%{q.strip().replace('%', '').replace('_', '')}%"
+            where.append(or_(Item.title.ilike(pattern), Item.identity_key.ilike(pattern)))
+        if subject_id is not None:
+            where.append(Item.subject_id == subject_id)
+        total = self.session.scalar(select(func.count()).select_from(Item).where(*where)) or 0
+        stmt = select(Item).where(*where).order_by(*self._ordering(sort, types[0] if type_key else None))
+        return list(self.session.scalars(stmt.limit(limit).offset(offset))), total
+
+    _SORTABLE = {
+        "id": Item.id,
+        "title": Item.title,
+        "status": Item.status,
+        "due_date": Item.due_date,
+        "created_at": Item.created_at,
+        "updated_at": Item.updated_at,
+    }
+
+    def _ordering(self, sort: str | None, tracker_type: TrackerType | None) -> list:
+        if not sort:
+            return [Item.id.desc()]
+        descending = sort.startswith("-")
+        name = sort.lstrip("-")
+        if name in self._SORTABLE:
+            column = self._SORTABLE[name]
+        elif tracker_type is not None and name in tracker_type.list_columns:
+            column = Item.data[tuple(name.split("."))].as_string()
+        else:
+            columns = [*self._SORTABLE, *(tracker_type.list_columns if tracker_type else ())]
+            raise ValidationFailed(
+                [Problem("sort", f"Items cannot be sorted by '{name}'", f"Use one of: {', '.join(columns)}.")]
+            )
+        return [column.desc() if descending else column.asc(), Item.id.desc()]
+
+    def search_subjects(self, kind: str, q: str, *, limit: int = 20) -> list[Item]:
+        """Learners (or employers) whose name or identity (ULN, company number) contains ``q``."""
+        found, _total = self.list(kind, q=q, sort="title", limit=limit)
+        return found
+
+    # -- what the actor may see -----------------------------------------------------------
+
+    def hidden_fields(self, tracker_type: TrackerType, item: Item | None = None) -> tuple[str, ...]:
+        """Fields the actor may not see: ``x-tracker-access: finance`` without ``finance.view``."""
+        if permissions.allows(self.actor, "finance.view", tracker_type, item):
+            return ()
+        return finance_fields(tracker_type.schema)
+
+    def visible_data(self, item: Item) -> dict:
+        """The item's data without the fields the actor may not see."""
+        return _without(item.data, self.hidden_fields(self.type_of(item), item))
+
+    def visible_payload(self, item: Item, event: Event) -> dict:
+        """An event's payload without values of fields the actor may not see."""
+        hidden = self.hidden_fields(self.type_of(item), item)
+        if not hidden:
+            return event.payload
+        payload = dict(event.payload)
+        if "data" in payload:
+            payload["data"] = _without(payload["data"], hidden)
+        if "changes" in payload:
+            payload["changes"] = [c for c in payload["changes"] if not _under(c["path"], hidden)]
+        return payload
 
     def available_transitions(self, item: Item) -> list[Transition]:
         """Transitions the actor could take now: roles allow them and their condition holds."""
@@ -156,7 +258,15 @@ class ItemService:
         """
         with self._transaction():
             item = self._load(item_id, "items.edit", expected_version)
-            new = copy.deepcopy(data) if data is not None else _merge(item.data, changes or {})
+            hidden = self.hidden_fields(self.type_of(item), item)
+            self._refuse_hidden(hidden, data if data is not None else changes)
+            if data is not None:
+                # fields the actor cannot see were not in their form: keep them as they are
+                new = copy.deepcopy(data)
+                for name in hidden:
+                    _put(new, name, get_path(item.data, name))
+            else:
+                new = _merge(item.data, changes or {})
             self._check_read_only(item, new)
             self._write_data(item, new, item.status)
             if description is not None and description != item.description:
@@ -184,6 +294,7 @@ class ItemService:
         with self._transaction():
             item = self._load(item_id, "items.transition", expected_version)
             tracker_type, workflow = self.type_of(item), self.workflow_of(item)
+            self._refuse_hidden(self.hidden_fields(tracker_type, item), data)
             new_data = _merge(item.data, data or {})
             if data:
                 self._check_read_only(item, new_data)
@@ -330,6 +441,8 @@ class ItemService:
                 start = copy.deepcopy(found.data)
         if data is not None and not isinstance(data, dict):
             raise ValidationFailed([Problem("", "The data must be a JSON object", 'Send {"field": value, ...}.')])
+        if check_permission:
+            self._refuse_hidden(self.hidden_fields(tracker_type), data)
         new_data = _merge(start, data or {})
         subject = self._subject(tracker_type, subject_id, problems)
         user = None
@@ -487,6 +600,14 @@ class ItemService:
         if changes and not creating:
             self._record(item, "updated", {"changes": changes})
             self._outbox_event(item, "updated", {"paths": [c["path"] for c in changes]})
+
+    def _refuse_hidden(self, hidden: tuple[str, ...], payload: dict | None) -> None:
+        touched = [name for name in hidden if get_path(payload or {}, name) is not None]
+        if touched:
+            raise PermissionDenied(
+                f"{self.actor.username} may not set {', '.join(touched)}: finance fields need 'finance.view'.",
+                "Leave those fields out, or ask someone with finance access.",
+            )
 
     def _check_read_only(self, item: Item, new_data: dict) -> None:
         workflow = self.workflow_of(item)
@@ -777,6 +898,53 @@ def _identity_key(tracker_type: TrackerType, data: dict) -> str | None:
         return None
     normalised = [v.strip().upper() if isinstance(v, str) else v for v in values]
     return json.dumps(normalised, separators=(",", ":"), sort_keys=True)[:500]
+
+
+def finance_fields(schema: dict, prefix: str = "") -> tuple[str, ...]:
+    """Dotted names of the properties marked ``x-tracker-access: finance``."""
+    found: list[str] = []
+    for name, prop in (schema.get("properties") or {}).items():
+        if not isinstance(prop, dict):
+            continue
+        if prop.get("x-tracker-access") == "finance":
+            found.append(prefix + name)
+        elif prop.get("type") == "object":
+            found += finance_fields(prop, f"{prefix}{name}.")
+    return tuple(found)
+
+
+def _put(data: dict, dotted: str, value: Any) -> None:
+    """Set ``a.b`` in nested dicts; None removes it."""
+    *parents, last = dotted.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+    if value is None:
+        node.pop(last, None)
+    else:
+        node[last] = copy.deepcopy(value)
+
+
+def _pointer_of(dotted: str) -> str:
+    return "/" + dotted.replace(".", "/")
+
+
+def _under(path: str, fields: tuple[str, ...]) -> bool:
+    return any(path == _pointer_of(f) or path.startswith(_pointer_of(f) + "/") for f in fields)
+
+
+def _without(data: dict, fields: tuple[str, ...]) -> dict:
+    if not fields:
+        return data
+    out = copy.deepcopy(data)
+    for dotted in fields:
+        *parents, last = dotted.split(".")
+        node = out
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return out
 
 
 def _assignee_needed(tracker_type: TrackerType) -> Problem:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
+import time
 
+import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
@@ -11,10 +15,18 @@ from sqlalchemy.orm import Session
 
 from engine.definitions.model import Registry
 from engine.errors import NotFound, Problem, ValidationFailed
-from engine.models import RoleGrant, User
+from engine.models import ApiToken, RecoveryCode, RoleGrant, RoleSetting, User, utcnow
 
 _hasher = PasswordHasher()
 _USERNAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789._-@")
+
+
+RECOVERY_CODES = 10
+TOTP_ISSUER = "Tracker"
+
+
+def _hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def new_password() -> str:
@@ -122,3 +134,172 @@ class UserService:
             for r in roles
             if r not in self.registry.roles
         ]
+
+    # -- deactivation ----------------------------------------------------------------------
+
+    def deactivate(self, username: str) -> User:
+        """Deactivate the user: their sessions end and their API tokens stop working at once."""
+        user = self.get(username)
+        user.active = False
+        user.session_epoch += 1
+        for token in self.session.scalars(select(ApiToken).where(ApiToken.user_id == user.id)):
+            token.revoked_at = token.revoked_at or utcnow()
+        self.session.commit()
+        return user
+
+    def reactivate(self, username: str) -> User:
+        user = self.get(username)
+        user.active = True
+        self.session.commit()
+        return user
+
+    # -- two-factor sign-in (TOTP, RFC 6238) ----------------------------------------------------
+
+    def requires_2fa(self, user: User) -> bool:
+        """True when one of the user's roles has two-factor sign-in switched on."""
+        roles = user.role_keys
+        if not roles:
+            return False
+        stmt = select(RoleSetting.role).where(RoleSetting.role.in_(roles), RoleSetting.require_2fa)
+        return self.session.scalar(stmt) is not None
+
+    def set_role_2fa(self, role: str, required: bool) -> None:
+        problems = self._role_problems([role])
+        if problems:
+            raise ValidationFailed(problems)
+        setting = self.session.get(RoleSetting, role) or RoleSetting(role=role)
+        setting.require_2fa = required
+        self.session.add(setting)
+        self.session.commit()
+
+    def roles_requiring_2fa(self) -> set[str]:
+        return set(self.session.scalars(select(RoleSetting.role).where(RoleSetting.require_2fa)))
+
+    def begin_totp(self, user: User) -> str:
+        """A new secret to show on the enrolment page; it counts only once confirmed."""
+        user.totp_pending_secret = pyotp.random_base32()
+        self.session.commit()
+        return user.totp_pending_secret
+
+    @staticmethod
+    def provisioning_uri(user: User, secret: str) -> str:
+        return pyotp.TOTP(secret).provisioning_uri(name=user.username, issuer_name=TOTP_ISSUER)
+
+    def confirm_totp(self, user: User, code: str, *, now: float | None = None) -> list[str]:
+        """Switch 2FA on once ``code`` matches the pending secret; returns ten recovery codes,
+        shown once. Raises ValidationFailed when the code is wrong."""
+        secret = user.totp_pending_secret
+        step = _matching_step(secret, code, now) if secret else None
+        if step is None:
+            raise ValidationFailed(
+                [
+                    Problem(
+                        "code",
+                        "That code does not match",
+                        "Type the 6-digit code your authenticator app shows now for Tracker; check the phone's clock.",
+                    )
+                ]
+            )
+        user.totp_secret, user.totp_pending_secret, user.totp_last_step = secret, None, step
+        user.session_epoch += 1
+        return self._new_recovery_codes(user)
+
+    def verify_totp(self, user: User, code: str, *, now: float | None = None) -> bool:
+        """True for a current code not used before. A code is refused a second time within
+        its window (replay), and so is any code from an earlier time-step."""
+        if not user.totp_secret:
+            return False
+        step = _matching_step(user.totp_secret, code, now)
+        if step is None or step <= user.totp_last_step:
+            return False
+        user.totp_last_step = step
+        self.session.commit()
+        return True
+
+    def use_recovery_code(self, user: User, code: str) -> bool:
+        """True, and the code is spent, when ``code`` is one of the user's unused recovery codes."""
+        typed = (code or "").strip().lower().replace(" ", "").replace("-", "")
+        stmt = select(RecoveryCode).where(RecoveryCode.user_id == user.id, RecoveryCode.used_at.is_(None))
+        for stored in self.session.scalars(stmt):
+            try:
+                _hasher.verify(stored.code_hash, typed)
+            except (VerificationError, InvalidHashError):
+                continue
+            stored.used_at = utcnow()
+            self.session.commit()
+            return True
+        return False
+
+    def recovery_codes_left(self, user: User) -> int:
+        stmt = select(RecoveryCode).where(RecoveryCode.user_id == user.id, RecoveryCode.used_at.is_(None))
+        return len(self.session.scalars(stmt).all())
+
+    def reset_2fa(self, username: str) -> User:
+        """Switch the user's 2FA off (an admin does this for a lost phone); they enrol again."""
+        user = self.get(username)
+        user.totp_secret = user.totp_pending_secret = None
+        user.totp_last_step = 0
+        user.session_epoch += 1
+        for stored in self.session.scalars(select(RecoveryCode).where(RecoveryCode.user_id == user.id)):
+            self.session.delete(stored)
+        self.session.commit()
+        return user
+
+    def _new_recovery_codes(self, user: User) -> list[str]:
+        for stored in self.session.scalars(select(RecoveryCode).where(RecoveryCode.user_id == user.id)):
+            self.session.delete(stored)
+        alphabet = "abcdefghjkmnpqrstuvwxyz23456789"
+        codes = ["".join(secrets.choice(alphabet) for _ in range(10)) for _ in range(RECOVERY_CODES)]
+        for code in codes:
+            self.session.add(RecoveryCode(user_id=user.id, code_hash=_hasher.hash(code)))
+        self.session.commit()
+        return [f"{c[:5]}-{c[5:]}" for c in codes]
+
+    # -- API tokens -----------------------------------------------------------------------------
+
+    def create_token(self, username: str, name: str = "") -> tuple[ApiToken, str]:
+        """A new API token for the user; the token text is returned once and stored hashed."""
+        user = self.get(username)
+        if not user.active:
+            raise ValidationFailed([Problem("username", f"{username} is deactivated", "Reactivate the user first.")])
+        text = "trk_" + secrets.token_urlsafe(32)
+        token = ApiToken(user_id=user.id, name=name or "API token", token_hash=_hash_token(text), prefix=text[:8])
+        self.session.add(token)
+        self.session.commit()
+        return token, text
+
+    def user_for_token(self, text: str) -> User | None:
+        """The active user a bearer token belongs to, or None for an unknown or revoked token."""
+        if not text or not text.startswith("trk_"):
+            return None
+        token = self.session.scalar(select(ApiToken).where(ApiToken.token_hash == _hash_token(text)))
+        if token is None or token.revoked_at is not None or not token.user.active:
+            return None
+        token.last_used_at = utcnow()
+        self.session.commit()
+        return token.user
+
+    def revoke_token(self, token_id: int) -> ApiToken:
+        token = self.session.get(ApiToken, token_id)
+        if token is None:
+            raise NotFound(f"There is no API token #{token_id}.", "List tokens with 'tracker users token list'.")
+        token.revoked_at = token.revoked_at or utcnow()
+        self.session.commit()
+        return token
+
+    def tokens(self, username: str) -> list[ApiToken]:
+        user = self.get(username)
+        return list(self.session.scalars(select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id)))
+
+
+def _matching_step(secret: str, code: str, now: float | None, digits: int = 6) -> int | None:
+    """The time-step (now, or one either side for clock drift) whose code is ``code``."""
+    code = (code or "").strip().replace(" ", "")
+    if not code.isdigit() or len(code) != digits:
+        return None
+    totp = pyotp.TOTP(secret, digits=digits)
+    current = int((time.time() if now is None else now) // totp.interval)
+    for step in (current, current - 1, current + 1):
+        if hmac.compare_digest(totp.generate_otp(step), code):
+            return step
+    return None
