@@ -28,12 +28,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.update(config)
     app.extensions["tracker"] = Runtime(settings)
 
-    from webui import auth, errors, views
+    from webui import auth, errors, item_pages, lists
 
     auth.init_app(app)
     errors.init_app(app)
     app.register_blueprint(auth.bp)
-    app.register_blueprint(views.bp)
+    app.register_blueprint(lists.bp)
+    app.register_blueprint(item_pages.bp)
     app.add_url_rule("/", endpoint="index")
 
     @app.teardown_appcontext

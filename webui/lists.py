@@ -1,4 +1,4 @@
-"""Read-only pages: tracker types with counts, a paginated list per type, an item with its history."""
+"""Lists: tracker types with counts, a paginated list per type."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ from flask_login import current_user, login_required
 from sqlalchemy import func, select
 
 from engine import permissions
-from engine.cli import describe_event
 from engine.models import Item
 from engine.validation import choices, get_path, humanize_label, schema_at
 from webui import db_session, runtime
 
-bp = Blueprint("items", __name__)
+bp = Blueprint("lists", __name__)
 
 
 @bp.app_template_filter("field_label")
@@ -76,26 +75,4 @@ def type_items(key: str):
     workflow = runtime().registry.workflow_for(tracker_type)
     return render_template(
         "type_items.html", type=tracker_type, workflow=workflow, items=found, total=total, page=page, pages=pages
-    )
-
-
-@bp.route("/items/<int:item_id>")
-@bp.route("/items/<int:item_id>/edit", endpoint="edit_item")
-@login_required
-def item(item_id: int):
-    service = runtime().items(db_session(), current_user.actor)
-    found = service.get(item_id)
-    tracker_type, workflow = service.type_of(found), service.workflow_of(found)
-    events = service.history(item_id)
-    laid_out = {f for s in tracker_type.layout for f in s.fields}
-    rest = [name for name in (tracker_type.schema.get("properties") or {}) if name not in laid_out]
-    return render_template(
-        "item.html",
-        item=found,
-        type=tracker_type,
-        workflow=workflow,
-        state=workflow.state(found.status),
-        events=[(e, describe_event(e)) for e in events],
-        other_fields=rest,
-        transitions=service.available_transitions(found),
     )
