@@ -183,7 +183,7 @@ def _caseload(session: Session, registry: Registry, today: date) -> int:
                 "planned_end_date": day(end),
                 "otj_hours_planned": 278,
                 "otj_hours_logged": rng.randint(20, 260),
-                "next_review_due": day(rng.choice([-12, -3, 4, 9, 21, 40])),
+                "next_review_due": day([-12, 4, -3, 9, 21, 40][i % 6]),
                 "hs_review_due": day(rng.choice([-10, 5, 60, 150])),
                 "signup_paperwork_complete": i % 4 != 0,
                 "commitment_statement_signed": i % 5 != 0,
@@ -200,6 +200,8 @@ def _caseload(session: Session, registry: Registry, today: date) -> int:
             system.transition(apprenticeship.id, "signup")
             if i % 3 and i % 5:
                 system.transition(apprenticeship.id, "on_programme")
+                # starting the programme books the first review in 12 weeks; spread them out
+                system.update(apprenticeship.id, changes={"next_review_due": day([-12, 4, -3, 9, 21, 40][i % 6])})
         items.create(
             "compliance",
             {

@@ -1,0 +1,139 @@
+"""Task lists: named filters from ``type.yaml`` compiled to one SQL query each.
+
+A task list never loads items into Python to count them: its filter becomes a WHERE
+clause over the items table (status, assignee, and JSON fields of ``data`` through the
+database's own JSON operators), so the same definition counts the same rows on SQLite
+and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, false, func, or_, select
+from sqlalchemy.orm import Session
+
+from engine import permissions
+from engine.definitions.model import Condition, Registry, TaskList, TrackerType
+from engine.errors import NotFound
+from engine.models import Item
+from engine.permissions import Actor
+from engine.sandbox import relative_date
+from engine.validation import schema_at
+
+
+class TaskListService:
+    """Counts and lists of the task lists an actor may see.
+
+    Args:
+        session: a SQLAlchemy session (read only).
+        actor: whose lists: role membership picks the lists, ``assignee: me`` means them,
+            and ``own``-scoped roles count only their own items.
+        registry: the loaded definitions.
+        today: returns today's date for relative dates such as ``today+30d``.
+    """
+
+    def __init__(
+        self, session: Session, actor: Actor, registry: Registry, *, today: Callable[[], date] = date.today
+    ) -> None:
+        self.session = session
+        self.actor = actor
+        self.registry = registry
+        self.today = today
+
+    def visible(self) -> list[tuple[TrackerType, TaskList]]:
+        """The (type, task list) pairs the actor sees, in definition order."""
+        pairs = []
+        for tracker_type in self.registry.types.values():
+            if not permissions.allows(self.actor, "items.view", tracker_type):
+                continue
+            for tasklist in tracker_type.tasklists:
+                if self.actor.is_admin or not tasklist.roles or self.actor.role_keys & set(tasklist.roles):
+                    pairs.append((tracker_type, tasklist))
+        return pairs
+
+    def summary(self) -> list[dict[str, Any]]:
+        """``[{key, label, type, type_name, count}]`` for every visible task list."""
+        return [
+            {"key": tl.key, "label": tl.label, "type": t.key, "type_name": t.name, "count": self.count(t, tl)}
+            for t, tl in self.visible()
+        ]
+
+    def find(self, type_key: str, key: str) -> tuple[TrackerType, TaskList]:
+        """The task list ``key`` of type ``type_key`` if the actor may see it, else NotFound."""
+        for tracker_type, tasklist in self.visible():
+            if tracker_type.key == type_key and tasklist.key == key:
+                return tracker_type, tasklist
+        raise NotFound(f"There is no task list '{type_key}/{key}' for you.", "Pick one from the home page.")
+
+    def count(self, tracker_type: TrackerType, tasklist: TaskList) -> int:
+        stmt = select(func.count()).select_from(Item).where(self.where(tracker_type, tasklist))
+        return self.session.scalar(stmt) or 0
+
+    def items(self, type_key: str, key: str, *, limit: int = 50, offset: int = 0) -> tuple[list[Item], int]:
+        """A page of the items in the list, soonest due first, and how many there are in all."""
+        tracker_type, tasklist = self.find(type_key, key)
+        where = self.where(tracker_type, tasklist)
+        total = self.session.scalar(select(func.count()).select_from(Item).where(where)) or 0
+        stmt = (
+            select(Item)
+            .where(where)
+            .order_by(Item.due_date.is_(None), Item.due_date, Item.id)
+            .limit(limit)
+            .offset(offset)
+        )
+        return list(self.session.scalars(stmt)), total
+
+    def where(self, tracker_type: TrackerType, tasklist: TaskList) -> ColumnElement[bool]:
+        """The whole filter of ``tasklist`` as one SQL clause."""
+        workflow = self.registry.workflow_for(tracker_type)
+        clauses = [Item.type_key == tracker_type.key, permissions.visible_clause(self.actor, tracker_type)]
+        states = list(tasklist.statuses) + workflow.states_in(tasklist.status_categories)
+        if tasklist.statuses or tasklist.status_categories:
+            clauses.append(Item.status.in_(states))
+        if tasklist.assignee == "me":
+            clauses.append(Item.assignee_id == self.actor.user_id)
+        elif tasklist.assignee == "none":
+            clauses.append(Item.assignee_id.is_(None))
+        clauses += [self._condition(tracker_type, c) for c in tasklist.conditions]
+        return and_(*clauses)
+
+    def _condition(self, tracker_type: TrackerType, cond: Condition) -> ColumnElement[bool]:
+        path = tuple(cond.field.split("."))
+        field = Item.data[path]
+        text = field.as_string()
+        kind = (schema_at(tracker_type.schema, cond.field) or {}).get("type")
+        op, value = cond.op, cond.value
+        if op == "empty":
+            return or_(text.is_(None), text == "")
+        if op == "not_empty":
+            return and_(text.is_not(None), text != "")
+        if op in ("before", "after"):
+            day = relative_date(str(value), self.today()).isoformat()
+            return text < day if op == "before" else text > day
+        typed = self._typed(field, kind, value)
+        if op == "in":
+            values = list(value or ())
+            return typed.in_(values) if values else false()
+        literal = value
+        comparisons = {
+            "eq": lambda: typed == literal,
+            "ne": lambda: or_(text.is_(None), typed != literal),
+            "lt": lambda: typed < literal,
+            "lte": lambda: typed <= literal,
+            "gt": lambda: typed > literal,
+            "gte": lambda: typed >= literal,
+        }
+        return comparisons[op]()
+
+    @staticmethod
+    def _typed(field, kind: str | None, value: Any):
+        """The JSON value cast to what it is compared with: booleans, numbers or text."""
+        sample = value[0] if isinstance(value, list) and value else value
+        if isinstance(sample, bool) or kind == "boolean":
+            return field.as_boolean()
+        if isinstance(sample, int | float) or kind in ("integer", "number"):
+            return field.as_float()
+        return field.as_string()

@@ -1,0 +1,138 @@
+"""Task lists compile to SQL that counts exactly what the definition says, on both databases."""
+
+from __future__ import annotations
+
+import random
+from datetime import date, timedelta
+
+import pytest
+
+from engine.definitions.model import Condition, TaskList
+from engine.errors import NotFound
+from engine.sandbox import relative_date
+from engine.tasklists import TaskListService
+from engine.validation import get_path
+from tests.conftest import LEARNER
+
+TODAY = date(2026, 3, 1)
+
+
+def reference_match(item, tasklist: TaskList, workflow, actor) -> bool:
+    """The same filter evaluated in Python, item by item: the oracle for the SQL."""
+    states = set(tasklist.statuses) | set(workflow.states_in(tasklist.status_categories))
+    if states and item.status not in states:
+        return False
+    if tasklist.assignee == "me" and item.assignee_id != actor.user_id:
+        return False
+    if tasklist.assignee == "none" and item.assignee_id is not None:
+        return False
+    return all(condition_holds(get_path(item.data, c.field), c) for c in tasklist.conditions)
+
+
+def condition_holds(value, c: Condition) -> bool:
+    if c.op == "empty":
+        return value in (None, "")
+    if c.op == "not_empty":
+        return value not in (None, "")
+    if c.op in ("before", "after"):
+        if value is None:
+            return False
+        day = relative_date(c.value, TODAY).isoformat()
+        return value < day if c.op == "before" else value > day
+    if c.op == "ne":
+        return value is None or value != c.value
+    if value is None:
+        return False
+    compare = {
+        "eq": lambda: value == c.value,
+        "in": lambda: value in (c.value or []),
+        "lt": lambda: value < c.value,
+        "lte": lambda: value <= c.value,
+        "gt": lambda: value > c.value,
+        "gte": lambda: value >= c.value,
+    }
+    return compare[c.op]()
+
+
+@pytest.fixture
+def caseload(system, make_user):
+    """Thirty concerns with random severities, dates, hours and assignees."""
+    rng = random.Random(7)
+    lead = make_user("lead", "dsl")
+    make_user("mona", "manager")
+    learner = system.create("learner", dict(LEARNER))
+    for _ in range(30):
+        data = {
+            "category": rng.choice(["online", "bullying", "neglect"]),
+            "reported_on": (TODAY + timedelta(days=rng.randint(-30, 30))).isoformat(),
+        }
+        if rng.random() < 0.8:
+            data["severity"] = rng.choice(["low", "high", "none"])
+        if data.get("severity") == "high":
+            data["dsl_informed"] = True
+        if rng.random() < 0.5:
+            data["hours"] = rng.randint(0, 20)
+        item = system.create("concern", data, subject_id=learner.id, assignee="lead" if rng.random() < 0.5 else None)
+        if rng.random() < 0.3 and data.get("severity") in ("low", "high"):
+            system.transition(item.id, "investigating")
+    return lead
+
+
+CONDITIONS = [
+    Condition("severity", "eq", "high"),
+    Condition("severity", "ne", "high"),
+    Condition("severity", "in", ["low", "none"]),
+    Condition("severity", "empty"),
+    Condition("severity", "not_empty"),
+    Condition("hours", "lt", 10),
+    Condition("hours", "gte", 10),
+    Condition("hours", "gt", 5),
+    Condition("hours", "lte", 5),
+    Condition("dsl_informed", "eq", True),
+    Condition("dsl_informed", "ne", True),
+    Condition("reported_on", "before", "today-7d"),
+    Condition("reported_on", "after", "today+10d"),
+    Condition("reported_on", "before", "2026-03-01"),
+]
+
+
+@pytest.mark.parametrize("condition", CONDITIONS, ids=lambda c: f"{c.field}-{c.op}-{c.value}")
+@pytest.mark.parametrize("assignee", ["any", "me", "none"])
+def test_sql_matches_the_definition(session, registry, system, caseload, condition, assignee):
+    concern = registry.type("concern")
+    workflow = registry.workflow_for(concern)
+    tasklist = TaskList("probe", "Probe", (), (), ("open",), assignee, (condition,))
+    service = TaskListService(session, caseload, registry, today=lambda: TODAY)
+    items, _ = system.list("concern", limit=1000)
+    expected = sorted(i.id for i in items if reference_match(i, tasklist, workflow, caseload))
+    assert service.count(concern, tasklist) == len(expected)
+
+
+def test_summary_respects_roles_and_lists_items(session, registry, caseload, make_user):
+    service = TaskListService(session, caseload, registry, today=lambda: TODAY)
+    [row] = [r for r in service.summary() if r["type"] == "concern"]
+    assert row["key"] == "high_open" and row["label"] == "High-severity concerns open"
+    items, total = service.items("concern", "high_open")
+    assert total == row["count"] and len(items) == total
+    assert all(i.assignee_id == caseload.user_id and i.data["severity"] == "high" for i in items)
+    clerk = make_user("clara", "tracker_creator")
+    clerk_lists = TaskListService(session, clerk, registry).summary()
+    assert not [r for r in clerk_lists if r["type"] == "concern"]
+    with pytest.raises(NotFound):
+        TaskListService(session, clerk, registry).items("concern", "high_open")
+
+
+def test_builtin_task_lists_count_on_the_demo_caseload(session, tmp_path):
+    from engine import demo
+    from engine.definitions import load_registry
+    from engine.permissions import Actor
+
+    registry = load_registry()
+    demo.load(session, registry, tmp_path)
+    summary = TaskListService(session, Actor.system(), registry).summary()
+    counts = {(r["type"], r["key"]): r["count"] for r in summary}
+    assert len(summary) >= 8
+    labels = {r["label"] for r in summary if r["count"]}
+    assert any("Signup paperwork incomplete" in label for label in labels)
+    assert any("Reviews overdue" in label for label in labels)
+    assert sum(counts.values()) > 0
