@@ -7,6 +7,8 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.errors import TrackerError
+
 
 def default_instance_path() -> Path:
     return Path(os.environ.get("TRACKER_INSTANCE_PATH", Path.cwd() / "instance")).resolve()
@@ -22,6 +24,8 @@ class Settings:
     redis_url: str = ""
     secret_key: str = ""
     base_url: str = "http://127.0.0.1:5000"
+    #: how long a web sign-in lasts before the user must sign in again
+    session_hours: float = 8.0
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -39,7 +43,24 @@ class Settings:
             redis_url=env.get("TRACKER_REDIS_URL", ""),
             secret_key=env.get("TRACKER_SECRET_KEY", "") or _instance_secret(instance),
             base_url=env.get("TRACKER_BASE_URL", "http://127.0.0.1:5000").rstrip("/"),
+            session_hours=_hours(env.get("TRACKER_SESSION_HOURS", "")),
         )
+
+
+def _hours(text: str) -> float:
+    """``TRACKER_SESSION_HOURS`` as a positive number; empty means the default of 8."""
+    if not text.strip():
+        return 8.0
+    try:
+        hours = float(text)
+    except ValueError:
+        hours = 0.0
+    if not 0 < hours <= 24 * 30:
+        raise TrackerError(
+            f"TRACKER_SESSION_HOURS is not a number of hours: '{text}'.",
+            "Set it to a number of hours above 0 and up to 720, e.g. 8, or leave it unset for 8 hours.",
+        )
+    return hours
 
 
 def _instance_secret(instance: Path) -> str:

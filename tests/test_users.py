@@ -111,3 +111,42 @@ def test_api_tokens_are_hashed_revocable_and_die_with_deactivation(users):
     assert users.authenticate("ann", "whatever") is None
     with pytest.raises(NotFound):
         users.revoke_token(999)
+
+
+def test_user_details_are_checked(users):
+    with pytest.raises(ValidationFailed) as excinfo:
+        users.create("ann", ["manager"], email="not-an-address", display_name="x" * 201)
+    messages = {p.path: p.message for p in excinfo.value.problems}
+    assert messages == {
+        "email": "'not-an-address' is not an e-mail address",
+        "display_name": "The display name is too long",
+    }
+    user, _ = users.create("ann", ["manager"], email="  ann@example.org ")
+    assert user.email == "ann@example.org"
+    assert users.create("bob", ["manager"], email="")[0].email is None
+
+
+def test_all_users_and_sign_in_record(users):
+    users.create("bob", ["manager"])
+    ann, _ = users.create("ann", ["manager"])
+    assert [u.username for u in users.all_users()] == ["ann", "bob"]
+    assert ann.last_login_at is None
+    users.record_sign_in(ann)
+    assert users.get("ann").last_login_at is not None
+
+
+def test_the_last_user_admin_cannot_be_removed(users):
+    users.create("root", ["admin"])
+    users.create("ann", ["manager"])
+    with pytest.raises(ValidationFailed, match="nobody else could then manage users"):
+        users.deactivate("root")
+    with pytest.raises(ValidationFailed, match="nobody else could then manage users"):
+        users.set_roles("root", ["manager"])
+    assert users.get("root").active and users.get("root").role_keys == ["admin"]
+    users.set_roles("root", ["admin", "manager"])  # keeping an admin role is fine
+    users.deactivate("ann")  # others come and go freely
+    users.create("second", ["admin"])
+    users.deactivate("root")  # once someone else can manage users
+    assert not users.get("root").active
+    with pytest.raises(ValidationFailed, match="You cannot deactivate second"):
+        users.deactivate("second")

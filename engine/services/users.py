@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import time
 
@@ -19,6 +20,7 @@ from engine.models import ApiToken, RecoveryCode, RoleGrant, RoleSetting, User, 
 
 _hasher = PasswordHasher()
 _USERNAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789._-@")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
 
 RECOVERY_CODES = 10
@@ -52,6 +54,15 @@ class UserService:
             raise NotFound(f"There is no user '{username}'.", "Check the spelling, or create the user.")
         return user
 
+    def all_users(self) -> list[User]:
+        """Every user, active or not, by user name (the users admin page lists them)."""
+        return list(self.session.scalars(select(User).order_by(User.username)))
+
+    def record_sign_in(self, user: User) -> None:
+        """Note a completed sign-in (password and, when enrolled, the second factor)."""
+        user.last_login_at = utcnow()
+        self.session.commit()
+
     def create(
         self,
         username: str,
@@ -78,6 +89,15 @@ class UserService:
             )
         elif self.session.scalar(select(User.id).where(User.username == username)):
             problems.append(Problem("username", f"The user name '{username}' is taken", "Choose another user name."))
+        if len(display_name or "") > 200:
+            problems.append(Problem("display_name", "The display name is too long", "Use at most 200 characters."))
+        email = (email or "").strip() or None
+        if email is not None and (len(email) > 320 or not _EMAIL.fullmatch(email)):
+            problems.append(
+                Problem(
+                    "email", f"'{email}' is not an e-mail address", "Type it as name@example.org, or leave it empty."
+                )
+            )
         problems += self._role_problems(roles)
         if password is not None and len(password) < 10:
             problems.append(
@@ -99,11 +119,18 @@ class UserService:
         return user, password
 
     def set_roles(self, username: str, roles: list[str]) -> User:
+        """Replace the user's roles. Raises ValidationFailed for no or an unknown role, or when
+        this would leave no active user who may administer users."""
         user = self.get(username)
         problems = self._role_problems(roles)
+        if not problems and not self._grants_user_admin(roles):
+            problems = self._last_admin_problems(user, "roles", "take the user administration role from")
         if problems:
             raise ValidationFailed(problems)
-        user.grants = [RoleGrant(role=r) for r in dict.fromkeys(roles)]
+        # keep the grants of roles the user keeps: replacing them all would insert a
+        # (user, role) pair before its old row is deleted and break the unique constraint
+        kept = {g.role: g for g in user.grants}
+        user.grants = [kept.get(r) or RoleGrant(role=r) for r in dict.fromkeys(roles)]
         self.session.commit()
         return user
 
@@ -135,11 +162,40 @@ class UserService:
             if r not in self.registry.roles
         ]
 
+    def _grants_user_admin(self, roles: list[str]) -> bool:
+        return any(self.registry.roles[r].can("users.admin") for r in roles if r in self.registry.roles)
+
+    def _last_admin_problems(self, user: User, path: str, verb: str) -> list[Problem]:
+        """A problem when ``user`` is the only active user who may administer users, so that
+        nobody is locked out of the users page."""
+        if not user.active or not self._grants_user_admin(user.role_keys):
+            return []
+        admin_roles = [key for key, role in self.registry.roles.items() if role.can("users.admin")]
+        stmt = (
+            select(User.id)
+            .join(RoleGrant, RoleGrant.user_id == User.id)
+            .where(User.active, User.id != user.id, RoleGrant.role.in_(admin_roles))
+            .limit(1)
+        )
+        if self.session.scalar(stmt) is not None:
+            return []
+        return [
+            Problem(
+                path,
+                f"You cannot {verb} {user.username}: nobody else could then manage users",
+                "Give another active user a role that may administer users first.",
+            )
+        ]
+
     # -- deactivation ----------------------------------------------------------------------
 
     def deactivate(self, username: str) -> User:
-        """Deactivate the user: their sessions end and their API tokens stop working at once."""
+        """Deactivate the user: their sessions end and their API tokens stop working at once.
+        Raises ValidationFailed when they are the last active user who may administer users."""
         user = self.get(username)
+        problems = self._last_admin_problems(user, "username", "deactivate")
+        if problems:
+            raise ValidationFailed(problems)
         user.active = False
         user.session_epoch += 1
         for token in self.session.scalars(select(ApiToken).where(ApiToken.user_id == user.id)):
