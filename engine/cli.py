@@ -15,7 +15,7 @@ import click
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from engine import db
+from engine import db, indexes
 from engine.definitions import load_registry
 from engine.errors import TrackerError
 from engine.models import Event, Item, RoleGrant, User
@@ -102,7 +102,7 @@ def cli() -> None:
 def init(admin_name: str) -> None:
     """Create or upgrade the database and create the first admin user."""
     rt = _runtime()
-    db.upgrade(rt.engine)
+    _upgrade(rt)
     click.echo(f"Database ready at revision {db.current_revision(rt.engine)}.")
     with rt.session() as session:
         has_admin = session.scalar(select(User.id).join(RoleGrant).where(RoleGrant.role == "admin").limit(1))
@@ -123,8 +123,21 @@ def db_group() -> None:
 def db_upgrade() -> None:
     """Create the tables or upgrade them to the latest schema."""
     rt = _runtime()
-    db.upgrade(rt.engine)
+    _upgrade(rt)
     click.echo(f"Database at revision {db.current_revision(rt.engine)}.")
+
+
+@db_group.command("indexes")
+def db_indexes() -> None:
+    """Create the indexes task lists need (derived from the definitions); drop unused ones."""
+    created, dropped = indexes.sync(_runtime().engine, _runtime().registry)
+    click.echo(f"{len(created)} index(es) created, {len(dropped)} dropped.")
+
+
+def _upgrade(rt: Runtime) -> None:
+    """Migrations, then the indexes the current definitions' task lists need."""
+    db.upgrade(rt.engine)
+    indexes.sync(rt.engine, rt.registry)
 
 
 @db_group.command("current")
@@ -507,7 +520,7 @@ def demo_data() -> None:
     from engine import demo
 
     rt = _runtime()
-    db.upgrade(rt.engine)
+    _upgrade(rt)
     with rt.session() as session:
         logins, created = demo.load(session, rt.registry, rt.settings.instance_path)
     if created:

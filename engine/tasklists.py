@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import date
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, false, func, or_, select
+from sqlalchemy import ColumnElement, Float, String, and_, cast, false, func, literal_column, or_, select
 from sqlalchemy.orm import Session
 
 from engine import permissions
@@ -101,9 +101,8 @@ class TaskListService:
         return and_(*clauses)
 
     def _condition(self, tracker_type: TrackerType, cond: Condition) -> ColumnElement[bool]:
-        path = tuple(cond.field.split("."))
-        field = Item.data[path]
-        text = field.as_string()
+        dialect = self.session.get_bind().dialect.name
+        text = json_text(cond.field, dialect)
         kind = (schema_at(tracker_type.schema, cond.field) or {}).get("type")
         op, value = cond.op, cond.value
         if op == "empty":
@@ -113,11 +112,11 @@ class TaskListService:
         if op in ("before", "after"):
             day = relative_date(str(value), self.today()).isoformat()
             return text < day if op == "before" else text > day
-        typed = self._typed(field, kind, value)
+        typed, convert = _typed(text, kind, value, dialect)
         if op == "in":
-            values = list(value or ())
+            values = [convert(v) for v in value or ()]
             return typed.in_(values) if values else false()
-        literal = value
+        literal = convert(value)
         comparisons = {
             "eq": lambda: typed == literal,
             "ne": lambda: or_(text.is_(None), typed != literal),
@@ -128,12 +127,32 @@ class TaskListService:
         }
         return comparisons[op]()
 
-    @staticmethod
-    def _typed(field, kind: str | None, value: Any):
-        """The JSON value cast to what it is compared with: booleans, numbers or text."""
-        sample = value[0] if isinstance(value, list) and value else value
-        if isinstance(sample, bool) or kind == "boolean":
-            return field.as_boolean()
-        if isinstance(sample, int | float) or kind in ("integer", "number"):
-            return field.as_float()
-        return field.as_string()
+
+def json_text(field: str, dialect: str) -> ColumnElement:
+    """``data.a.b`` as text, with the path written into the SQL as a constant.
+
+    A constant path (not a bound parameter) is what lets the planner match the
+    expression indexes that :mod:`engine.indexes` creates from this same function.
+    """
+    parts = field.split(".")
+    if dialect == "postgresql":
+        path = "{" + ",".join(p.replace('"', "") for p in parts) + "}"
+        return Item.data.op("#>>")(literal_column(_quote(path), String))
+    return func.json_extract(Item.data, literal_column(_quote("$." + ".".join(f'"{p}"' for p in parts)), String))
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _typed(text: ColumnElement, kind: str | None, value: Any, dialect: str):
+    """The JSON value cast to what it is compared with (booleans, numbers or text), and the
+    conversion for the literal it is compared against."""
+    sample = value[0] if isinstance(value, list) and value else value
+    if isinstance(sample, bool) or kind == "boolean":
+        if dialect == "postgresql":  # ->> gives 'true' / 'false'
+            return text, lambda v: "true" if v else "false"
+        return text, lambda v: 1 if v else 0  # json_extract gives 1 / 0
+    if isinstance(sample, int | float) or kind in ("integer", "number"):
+        return cast(text, Float), float
+    return text, str
