@@ -1,14 +1,16 @@
 """Indexes derived from the definitions, so task-list counts stay index-backed.
 
 The fixed columns (type, status, assignee, due date, identity) are indexed by the
-migrations. Fields inside ``data`` that task lists filter on get expression indexes,
-partial per tracker type: ``(data->>'field', status) WHERE type_key = 'x'``. Their SQL is
-compiled from the very expressions :mod:`engine.tasklists` queries with, so the
-database's planner matches them on SQLite and PostgreSQL alike.
+migrations. Each task list also gets a partial index whose predicate is the list's
+static filter (:func:`engine.tasklists.static_filter`: type, states, fixed field
+conditions) and whose key is what changes from day to day or person to person: the
+fields compared with relative dates, then the assignee and creator. Counting a list is
+then a scan of just its own index entries, on SQLite and PostgreSQL alike, because
+the predicate is the very SQL the count query contains.
 
 ``sync`` is idempotent: it creates what is missing and drops derived indexes that no
-definition needs any more. It runs after migrations (``tracker db upgrade``) and can be
-run on its own when definitions change (``tracker db indexes``).
+definition needs any more. It runs after migrations (``tracker db upgrade``) and on its
+own when definitions change (``tracker db indexes``).
 """
 
 from __future__ import annotations
@@ -20,9 +22,8 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from engine.definitions.model import Registry
-from engine.tasklists import json_text
-from engine.validation import schema_at
+from engine.definitions.model import Registry, TaskList, TrackerType
+from engine.tasklists import json_text, relative_fields, static_filter
 
 log = logging.getLogger(__name__)
 
@@ -33,33 +34,41 @@ PREFIX = "ix_tl_"
 class DerivedIndex:
     name: str
     type_key: str
-    field: str
+    tasklist: str
     sql: str
 
 
 def wanted(registry: Registry, dialect) -> list[DerivedIndex]:
-    """One index per (type, data field) used by a task-list condition."""
+    """One partial index per task list; lists that differ only in their day window
+    ("due in 10/30/60 days") share one."""
     found: dict[str, DerivedIndex] = {}
     for tracker_type in registry.types.values():
-        fields = sorted({c.field for tl in tracker_type.tasklists for c in tl.conditions})
-        for field in fields:
-            kind = (schema_at(tracker_type.schema, field) or {}).get("type")
-            if kind in ("array", "object"):
-                continue
-            expression = _compiled(json_text(field, dialect.name), dialect)
-            digest = hashlib.sha1(f"{tracker_type.key}.{field}".encode()).hexdigest()[:10]
-            name = f"{PREFIX}{tracker_type.key[:20]}_{digest}"
-            type_literal = tracker_type.key.replace("'", "''")
-            sql = (
-                f"CREATE INDEX IF NOT EXISTS {name} ON items (({expression}), status) WHERE type_key = '{type_literal}'"
-            )
-            found[name] = DerivedIndex(name, tracker_type.key, field, sql)
+        for tasklist in tracker_type.tasklists:
+            index = index_for(registry, tracker_type, tasklist, dialect)
+            found.setdefault(index.name, index)
     return list(found.values())
+
+
+def index_for(registry: Registry, tracker_type: TrackerType, tasklist: TaskList, dialect) -> DerivedIndex:
+    """The partial index that serves ``tasklist``."""
+    # index predicates name columns without their table; the planner compares the
+    # resolved columns, so the qualified query still matches
+    predicate = static_filter(registry, tracker_type, tasklist, dialect.name).replace("items.", "")
+    keys = [_compiled(json_text(f, dialect.name), dialect) for f in relative_fields(tasklist)]
+    # type and status lead so that the planner sees the index constrained by the same
+    # equality and IN terms as the general (type_key, status) index, and prefers it as the
+    # smaller one
+    columns = ", ".join(["type_key", "status"] + [f"({k})" for k in keys] + ["assignee_id", "created_by_id"])
+    # the name follows the definition, so an edited list gets a fresh index
+    digest = hashlib.sha1(f"{columns} WHERE {predicate}".encode()).hexdigest()[:10]
+    name = f"{PREFIX}{tracker_type.key[:24]}_{digest}"
+    sql = f"CREATE INDEX IF NOT EXISTS {name} ON items ({columns}) WHERE {predicate}"
+    return DerivedIndex(name, tracker_type.key, tasklist.key, sql)
 
 
 def _compiled(expression, dialect) -> str:
     sql = str(expression.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
-    return sql.replace("items.data", "data")
+    return sql.replace("items.", "")
 
 
 def existing_names(engine: Engine) -> set[str]:
@@ -87,7 +96,7 @@ def sync(engine: Engine, registry: Registry) -> tuple[list[str], list[str]]:
     with engine.begin() as conn:
         for index in indexes:
             if index.name in created:
-                log.info("creating index %s for %s.%s", index.name, index.type_key, index.field)
+                log.info("creating index %s for task list %s/%s", index.name, index.type_key, index.tasklist)
                 conn.execute(text(index.sql))
         for name in dropped:
             conn.execute(text(f"DROP INDEX IF EXISTS {name}"))

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from datetime import date
 from typing import Any
 
-from sqlalchemy import ColumnElement, Float, String, and_, cast, false, func, literal_column, or_, select
+from sqlalchemy import ColumnElement, Float, String, and_, cast, false, func, literal_column, or_, select, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from engine import permissions
@@ -87,45 +88,88 @@ class TaskListService:
         return list(self.session.scalars(stmt)), total
 
     def where(self, tracker_type: TrackerType, tasklist: TaskList) -> ColumnElement[bool]:
-        """The whole filter of ``tasklist`` as one SQL clause."""
-        workflow = self.registry.workflow_for(tracker_type)
-        clauses = [Item.type_key == tracker_type.key, permissions.visible_clause(self.actor, tracker_type)]
-        states = list(tasklist.statuses) + workflow.states_in(tasklist.status_categories)
-        if tasklist.statuses or tasklist.status_categories:
-            clauses.append(Item.status.in_(states))
+        """The whole filter of ``tasklist`` as one SQL clause: its static part (see
+        :func:`static_filter`) plus what depends on the day and the actor."""
+        dialect = self.session.get_bind().dialect.name
+        clauses = [
+            text(static_filter(self.registry, tracker_type, tasklist, dialect)),
+            permissions.visible_clause(self.actor, tracker_type),
+        ]
         if tasklist.assignee == "me":
             clauses.append(Item.assignee_id == self.actor.user_id)
-        elif tasklist.assignee == "none":
-            clauses.append(Item.assignee_id.is_(None))
-        clauses += [self._condition(tracker_type, c) for c in tasklist.conditions]
+        for cond in tasklist.conditions:
+            if _is_relative(cond):
+                day = relative_date(str(cond.value), self.today()).isoformat()
+                field = json_text(cond.field, dialect)
+                clauses.append(field < day if cond.op == "before" else field > day)
         return and_(*clauses)
 
-    def _condition(self, tracker_type: TrackerType, cond: Condition) -> ColumnElement[bool]:
-        dialect = self.session.get_bind().dialect.name
-        text = json_text(cond.field, dialect)
-        kind = (schema_at(tracker_type.schema, cond.field) or {}).get("type")
-        op, value = cond.op, cond.value
-        if op == "empty":
-            return or_(text.is_(None), text == "")
-        if op == "not_empty":
-            return and_(text.is_not(None), text != "")
-        if op in ("before", "after"):
-            day = relative_date(str(value), self.today()).isoformat()
-            return text < day if op == "before" else text > day
-        typed, convert = _typed(text, kind, value, dialect)
-        if op == "in":
-            values = [convert(v) for v in value or ()]
-            return typed.in_(values) if values else false()
-        literal = convert(value)
-        comparisons = {
-            "eq": lambda: typed == literal,
-            "ne": lambda: or_(text.is_(None), typed != literal),
-            "lt": lambda: typed < literal,
-            "lte": lambda: typed <= literal,
-            "gt": lambda: typed > literal,
-            "gte": lambda: typed >= literal,
-        }
-        return comparisons[op]()
+
+def _is_relative(cond: Condition) -> bool:
+    return cond.op in ("before", "after") and str(cond.value).strip().startswith("today")
+
+
+def relative_fields(tasklist: TaskList) -> list[str]:
+    """Fields compared with a date relative to today: they change meaning every day, so
+    they are the key of the list's index rather than part of its predicate."""
+    return list(dict.fromkeys(c.field for c in tasklist.conditions if _is_relative(c)))
+
+
+#: compiled static filters, ``{(id(type), repr(list), dialect): (type, sql)}``; the type is
+#: kept to check the id still names the same object
+_STATIC: dict[tuple[int, str, str], tuple[TrackerType, str]] = {}
+
+
+def static_filter(registry: Registry, tracker_type: TrackerType, tasklist: TaskList, dialect: str) -> str:
+    """The part of a list's filter that is the same for everyone on every day, as SQL
+    with its values written in: type, states, ``assignee: none`` and field conditions
+    with fixed values.
+
+    :mod:`engine.indexes` makes exactly this text the predicate of a partial index, so
+    counting a list reads only the index entries of the items in it.
+    """
+    cached = _STATIC.get((id(tracker_type), repr(tasklist), dialect))
+    if cached is not None and cached[0] is tracker_type:
+        return cached[1]
+    workflow = registry.workflow_for(tracker_type)
+    clauses = [Item.type_key == tracker_type.key]
+    if tasklist.statuses or tasklist.status_categories:
+        states = list(dict.fromkeys([*tasklist.statuses, *workflow.states_in(tasklist.status_categories)]))
+        clauses.append(Item.status.in_(states))
+    if tasklist.assignee == "none":
+        clauses.append(Item.assignee_id.is_(None))
+    clauses += [_condition(tracker_type, c, dialect) for c in tasklist.conditions if not _is_relative(c)]
+    dialect_impl = postgresql.dialect() if dialect == "postgresql" else sqlite.dialect()
+    compiled = and_(*clauses).compile(dialect=dialect_impl, compile_kwargs={"literal_binds": True})
+    sql = str(compiled)
+    _STATIC[(id(tracker_type), repr(tasklist), dialect)] = (tracker_type, sql)
+    return sql
+
+
+def _condition(tracker_type: TrackerType, cond: Condition, dialect: str) -> ColumnElement[bool]:
+    text_value = json_text(cond.field, dialect)
+    kind = (schema_at(tracker_type.schema, cond.field) or {}).get("type")
+    op, value = cond.op, cond.value
+    if op == "empty":
+        return or_(text_value.is_(None), text_value == "")
+    if op == "not_empty":
+        return and_(text_value.is_not(None), text_value != "")
+    if op in ("before", "after"):  # a fixed ISO date
+        return text_value < str(value) if op == "before" else text_value > str(value)
+    typed, convert = _typed(text_value, kind, value, dialect)
+    if op == "in":
+        values = [convert(v) for v in value or ()]
+        return typed.in_(values) if values else false()
+    literal = convert(value)
+    comparisons = {
+        "eq": lambda: typed == literal,
+        "ne": lambda: or_(text_value.is_(None), typed != literal),
+        "lt": lambda: typed < literal,
+        "lte": lambda: typed <= literal,
+        "gt": lambda: typed > literal,
+        "gte": lambda: typed >= literal,
+    }
+    return comparisons[op]()
 
 
 def json_text(field: str, dialect: str) -> ColumnElement:
