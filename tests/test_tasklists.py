@@ -99,16 +99,17 @@ CONDITIONS = [
 ]
 
 
-@pytest.mark.parametrize("condition", CONDITIONS, ids=lambda c: f"{c.field}-{c.op}-{c.value}")
 @pytest.mark.parametrize("assignee", ["any", "me", "none"])
-def test_sql_matches_the_definition(session, registry, system, caseload, condition, assignee):
+def test_sql_matches_the_definition(session, registry, system, caseload, assignee):
+    """Every operator, on one random caseload, against the Python oracle."""
     concern = registry.type("concern")
     workflow = registry.workflow_for(concern)
-    tasklist = TaskList("probe", "Probe", (), (), ("open",), assignee, (condition,))
     service = TaskListService(session, caseload, registry, today=lambda: TODAY)
     items, _ = system.list("concern", limit=1000)
-    expected = sorted(i.id for i in items if reference_match(i, tasklist, workflow, caseload))
-    assert service.count(concern, tasklist) == len(expected)
+    for condition in CONDITIONS:
+        tasklist = TaskList("probe", "Probe", (), (), ("open",), assignee, (condition,))
+        expected = sorted(i.id for i in items if reference_match(i, tasklist, workflow, caseload))
+        assert service.count(concern, tasklist) == len(expected), condition
 
 
 def test_summary_respects_roles_and_lists_items(session, registry, caseload, make_user):

@@ -150,3 +150,14 @@ def test_the_last_user_admin_cannot_be_removed(users):
     assert not users.get("root").active
     with pytest.raises(ValidationFailed, match="You cannot deactivate second"):
         users.deactivate("second")
+
+
+def test_setting_up_again_keeps_the_old_secret_until_confirmed(users):
+    user, _ = users.create("ann", ["manager"])
+    first = users.begin_totp(user)
+    users.confirm_totp(user, pyotp.TOTP(first).at(1_800_000_000), now=1_800_000_000)
+    second = users.begin_totp(user)
+    assert user.totp_secret == first and user.totp_pending_secret == second
+    users.cancel_totp(user)
+    assert user.totp_secret == first and user.totp_pending_secret is None
+    assert users.verify_totp(user, pyotp.TOTP(first).at(1_800_000_060), now=1_800_000_060)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from flask import Flask, g
@@ -22,17 +23,19 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.base_url.startswith("https://"),
         REMEMBER_COOKIE_HTTPONLY=True,
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=settings.session_hours),
         WTF_CSRF_TIME_LIMIT=None,
         ITEMS_PER_PAGE=25,
     )
     app.config.update(config)
     app.extensions["tracker"] = Runtime(settings)
 
-    from webui import auth, errors, item_pages, lists
+    from webui import admin, auth, errors, item_pages, lists
 
     auth.init_app(app)
     errors.init_app(app)
     app.register_blueprint(auth.bp)
+    app.register_blueprint(admin.bp)
     app.register_blueprint(lists.bp)
     app.register_blueprint(item_pages.bp)
     app.add_url_rule("/", endpoint="index")

@@ -237,6 +237,11 @@ class UserService:
         self.session.commit()
         return user.totp_pending_secret
 
+    def cancel_totp(self, user: User) -> None:
+        """Forget a secret shown but never confirmed; an enrolled user keeps their current one."""
+        user.totp_pending_secret = None
+        self.session.commit()
+
     @staticmethod
     def provisioning_uri(user: User, secret: str) -> str:
         return pyotp.TOTP(secret).provisioning_uri(name=user.username, issuer_name=TOTP_ISSUER)
