@@ -26,6 +26,11 @@ class Settings:
     base_url: str = "http://127.0.0.1:5000"
     #: how long a web sign-in lasts before the user must sign in again
     session_hours: float = 8.0
+    #: where e-mail goes: smtp://[user:password@]host[:port][?starttls], or smtps:// for TLS; empty = no e-mail
+    smtp_url: str = ""
+    mail_from: str = "Tracker <tracker@localhost>"
+    #: the hour (0-23, local time of the scheduler) after which each day's digest e-mails go out
+    digest_hour: int = 7
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -44,7 +49,22 @@ class Settings:
             secret_key=env.get("TRACKER_SECRET_KEY", "") or _instance_secret(instance),
             base_url=env.get("TRACKER_BASE_URL", "http://127.0.0.1:5000").rstrip("/"),
             session_hours=_hours(env.get("TRACKER_SESSION_HOURS", "")),
+            smtp_url=env.get("TRACKER_SMTP_URL", "").strip(),
+            mail_from=env.get("TRACKER_MAIL_FROM", "").strip() or "Tracker <tracker@localhost>",
+            digest_hour=_digest_hour(env.get("TRACKER_DIGEST_HOUR", "")),
         )
+
+
+def _digest_hour(text: str) -> int:
+    """``TRACKER_DIGEST_HOUR`` as an hour of the day; empty means 7 (digests after 07:00)."""
+    if not text.strip():
+        return 7
+    if not text.strip().isdigit() or not 0 <= int(text) <= 23:
+        raise TrackerError(
+            f"TRACKER_DIGEST_HOUR is not an hour of the day: '{text}'.",
+            "Set it to a whole number from 0 to 23, e.g. 7, or leave it unset for 7.",
+        )
+    return int(text)
 
 
 def _hours(text: str) -> float:

@@ -1,4 +1,5 @@
-"""The run-time model: items, their append-only history, users, role grants and the outbox."""
+"""The run-time model: items, their append-only history, users, role grants, the outbox
+and what delivering it leaves behind (inbox notifications, deliveries, reminders sent)."""
 
 from __future__ import annotations
 
@@ -162,7 +163,12 @@ class Event(Base):
 
 
 class Outbox(Base):
-    """Side effects written in the same transaction as the change that caused them."""
+    """Side effects written in the same transaction as the change that caused them.
+
+    ``status`` moves ``pending`` -> ``processing`` (claimed by ``claimed_by`` until
+    ``locked_until``) -> ``done``; a failure puts it back to ``pending`` with a later
+    ``available_at``, and after the last retry to ``dead``. See :mod:`engine.outbox`.
+    """
 
     __tablename__ = "outbox"
     __table_args__ = (Index("ix_outbox_pending", "status", "available_at"),)
@@ -177,3 +183,92 @@ class Outbox(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[created_at]
     available_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: the worker holding the claim, and until when; a claim past its time is stale and taken again
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    locked_until: Mapped[datetime | None]
+    processed_at: Mapped[datetime | None]
+
+
+class Watcher(Base):
+    """A user who follows an item: ``notify: watchers`` reaches them, and so do its changes."""
+
+    __tablename__ = "watchers"
+    __table_args__ = (Index("ix_watchers_user", "user_id"),)
+
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    created_at: Mapped[created_at]
+
+
+class Notification(Base):
+    """One entry of a user's in-app inbox. At most one per outbox row and user, so a
+    retried delivery never shows twice."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        UniqueConstraint("outbox_id", "user_id", name="uq_notifications_outbox_user"),
+        Index("ix_notifications_user_read", "user_id", "read_at"),
+    )
+
+    id: Mapped[intpk]
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    item_id: Mapped[int | None] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
+    outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id", ondelete="SET NULL"))
+    reason: Mapped[str] = mapped_column(String(32))
+    text: Mapped[str] = mapped_column(String(500))
+    link: Mapped[str] = mapped_column(String(300), default="")
+    created_at: Mapped[created_at]
+    read_at: Mapped[datetime | None]
+
+
+class Delivery(Base):
+    """One message to one user through one channel; ``key`` is its idempotency key.
+
+    ``status``: ``sending`` (written before the message leaves), ``sent``, ``queued``
+    (an e-mail waiting for the user's daily digest, carried by the digest ``batch_key``)
+    or ``skipped`` (with the reason in ``detail``).
+    """
+
+    __tablename__ = "deliveries"
+    __table_args__ = (Index("ix_deliveries_user_status", "user_id", "status"),)
+
+    id: Mapped[intpk]
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id", ondelete="SET NULL"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(default=0)
+    message_id: Mapped[str | None] = mapped_column(String(300))
+    batch_key: Mapped[str | None] = mapped_column(String(200), index=True)
+    #: what the message said, kept for queued digest entries
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    detail: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[created_at]
+    sent_at: Mapped[datetime | None]
+
+
+class NotificationPreference(Base):
+    """A user's choice for one event kind and channel; no row means the default (on).
+
+    The daily digest is the row with event ``*`` and channel ``digest``.
+    """
+
+    __tablename__ = "notification_preferences"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    event: Mapped[str] = mapped_column(String(32), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(default=True)
+
+
+class SentReminder(Base):
+    """A reminder sent for one item and one date: the scheduler never sends it twice,
+    and a changed date is a new key, so it is sent again for the new date."""
+
+    __tablename__ = "sent_reminders"
+
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
+    reminder: Mapped[str] = mapped_column(String(200), primary_key=True)
+    on_date: Mapped[date] = mapped_column(primary_key=True)
+    sent_at: Mapped[created_at]

@@ -40,7 +40,24 @@ class Runtime:
 
     @cached_property
     def sessions(self):
-        return db.session_factory(self.engine)
+        """Sessions whose commits send new outbox rows on (see :meth:`dispatch`)."""
+        from engine import outbox
+
+        factory = db.session_factory(self.engine)
+        outbox.track_commits(factory, self.dispatch)
+        return factory
+
+    def dispatch(self, outbox_ids: list[int]) -> None:
+        """Send committed outbox rows on: to RQ with Redis, through the relay here without."""
+        from engine.jobs import Dispatcher
+
+        Dispatcher(self)(outbox_ids)
+
+    def relay(self, **kwargs):
+        """An outbox relay on this runtime's database and settings (kwargs: see :class:`engine.outbox.Relay`)."""
+        from engine.outbox import Relay
+
+        return Relay(self.sessions, self.registry, self.settings, **kwargs)
 
     def session(self) -> Session:
         return self.sessions()

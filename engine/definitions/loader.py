@@ -22,6 +22,7 @@ from engine.definitions.model import (
     Action,
     Condition,
     Registry,
+    Reminder,
     Role,
     Rule,
     Section,
@@ -460,6 +461,18 @@ def _load_type(folder: Path, registry: Registry, out: _Collector) -> None:
     subject = raw.get("subject", "none")
     if subject != "none" and raw.get("kind") == "subject":
         out.add(doc, "/subject", "a subject type cannot itself have a subject", "Set subject: none.")
+    for i, reminder in enumerate(raw.get("reminders") or ()):
+        ptr = f"/reminders/{i}"
+        field(f"{ptr}/field", reminder["field"])
+        sub = schema_at(schema, reminder["field"]) or {}
+        if sub and sub.get("format") != "date":
+            out.add(
+                doc,
+                f"{ptr}/field",
+                f"'{reminder['field']}' is not a date property, so no reminder can be sent before it",
+                'Name a property with "format": "date".',
+            )
+        _check_party(out, doc, f"{ptr}/notify", "notify", reminder["notify"], registry)
     _check_workflow_fields(workflow, schema, doc, out)
     if len(out.problems) != before:
         return
@@ -489,6 +502,7 @@ def _load_type(folder: Path, registry: Registry, out: _Collector) -> None:
         tasklists=tuple(_tasklist(t) for t in raw.get("tasklists") or ()),
         permissions={role: tuple(caps) for role, caps in (raw.get("permissions") or {}).items()},
         source=_display(folder),
+        reminders=tuple(Reminder(r["field"], r["before"], r["notify"]) for r in raw.get("reminders") or ()),
     )
     registry.types[key] = tracker_type
     registry.versions[(key, tracker_type.version)] = tracker_type

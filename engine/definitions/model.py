@@ -102,6 +102,26 @@ class Condition:
 
 
 @dataclass(frozen=True)
+class Reminder:
+    """``reminders: [{field: planned_end_date, before: 30d, notify: assignee}]`` in type.yaml:
+    notify when the date in ``field`` is ``before`` away (``30d``, ``2w``) or closer."""
+
+    field: str
+    before: str
+    notify: str
+
+    @property
+    def days(self) -> int:
+        number, unit = int(self.before[:-1]), self.before[-1]
+        return number * 7 if unit == "w" else number
+
+    @property
+    def key(self) -> str:
+        """Identifies the reminder within its type, for the record of reminders sent."""
+        return f"{self.field}:{self.before}:{self.notify}"
+
+
+@dataclass(frozen=True)
 class TaskList:
     key: str
     label: str
@@ -148,6 +168,7 @@ class TrackerType:
     tasklists: tuple[TaskList, ...] = ()
     permissions: dict[str, tuple[str, ...]] = field(default_factory=dict)
     source: str = ""
+    reminders: tuple[Reminder, ...] = ()
 
     def template(self, key: str) -> Template | None:
         return next((t for t in self.templates if t.key == key), None)

@@ -1,0 +1,233 @@
+"""Background jobs: RQ when ``TRACKER_REDIS_URL`` is set, this process otherwise.
+
+After a change commits, :class:`Dispatcher` sends its new outbox rows on: as one RQ job
+per row (run by ``tracker worker``; several may run at once), or, with no Redis, through
+the relay right away in this process. Jobs take ids, never ORM objects, and everything
+they need is in the database, so a lost job loses nothing: ``tracker scheduler`` finds
+rows still waiting and sends them on again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy import and_, or_, select
+
+from engine.models import Outbox, utcnow
+
+if TYPE_CHECKING:
+    from redis import Redis
+    from rq import Queue
+
+    from engine.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+QUEUE_NAME = "tracker"
+#: a pending row older than this was not sent on at commit (Redis was down): the scheduler re-sends it
+STRAGGLER_SECONDS = 30
+
+
+def redis_connection(url: str) -> Redis:
+    """A Redis client that gives up quickly, so a save never hangs on a Redis that is down."""
+    from redis import Redis
+
+    return Redis.from_url(url, socket_connect_timeout=2, socket_timeout=10)
+
+
+def queue(url: str) -> Queue:
+    from rq import Queue
+
+    return Queue(QUEUE_NAME, connection=redis_connection(url))
+
+
+def enqueue(url: str, ids: Iterable[int], *, at: dict[int, datetime] | None = None) -> int:
+    """Queue one ``deliver`` job per outbox id (at a later time for ids in ``at``) and return
+    how many were queued. Raises the Redis error when Redis cannot be reached."""
+    q = queue(url)
+    count = 0
+    with q.connection.pipeline() as pipe:
+        for outbox_id in ids:
+            when = (at or {}).get(outbox_id)
+            description = f"deliver outbox row {outbox_id}"
+            if when is not None:
+                q.enqueue_at(when, deliver, outbox_id, description=description, result_ttl=300, pipeline=pipe)
+            else:
+                q.enqueue(deliver, outbox_id, description=description, result_ttl=300, pipeline=pipe)
+            count += 1
+        pipe.execute()
+    return count
+
+
+class Dispatcher:
+    """Called after commit with the ids of new outbox rows (see :func:`engine.outbox.track_commits`)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def __call__(self, ids: list[int]) -> None:
+        url = self.runtime.settings.redis_url
+        if url:
+            try:
+                enqueue(url, ids)
+            except Exception as exc:  # noqa: BLE001 - Redis down must not fail a save
+                log.warning("Redis unreachable, outbox rows %s wait for the scheduler: %s", ids, exc)
+            return
+        self.runtime.relay().deliver_ids(ids)
+
+
+# -- the job RQ runs -----------------------------------------------------------------------------
+
+_runtime: Runtime | None = None
+_runtime_pid: int | None = None
+
+
+def use_runtime(runtime: Runtime | None) -> None:
+    """The Runtime jobs in this process use (``tracker worker`` and tests set it); without
+    one, a job builds it from the ``TRACKER_*`` environment."""
+    global _runtime, _runtime_pid
+    _runtime, _runtime_pid = runtime, os.getpid()
+
+
+def current_runtime() -> Runtime:
+    """This process's Runtime. In an RQ work-horse (a fork) the inherited database
+    connections are dropped first, since they belong to the parent."""
+    global _runtime, _runtime_pid
+    if _runtime is None:
+        from engine.runtime import Runtime
+
+        use_runtime(Runtime())
+    assert _runtime is not None
+    if _runtime_pid != os.getpid():
+        _runtime.engine.dispose(close=False)
+        _runtime_pid = os.getpid()
+    return _runtime
+
+
+def deliver(outbox_id: int) -> str:
+    """RQ job: claim and deliver one outbox row. A row that failed is queued again for
+    when its retry is due; a row already delivered or held by another worker is left alone."""
+    rt = current_runtime()
+    stats = rt.relay().deliver_ids([outbox_id])
+    if outbox_id in stats.retry_at and rt.settings.redis_url:
+        try:
+            enqueue(rt.settings.redis_url, [outbox_id], at={outbox_id: stats.retry_at[outbox_id]})
+        except Exception as exc:  # noqa: BLE001 - the scheduler finds the row anyway
+            log.warning("could not queue the retry of outbox row %s: %s", outbox_id, exc)
+    if stats.done:
+        return "done"
+    if stats.dead:
+        return "dead"
+    return "retry" if stats.retried else "skipped"
+
+
+def stragglers(runtime: Runtime, now: datetime) -> list[int]:
+    """Rows that should be on their way but were not sent on: pending and due for longer
+    than :data:`STRAGGLER_SECONDS` (Redis was down at commit), or with a stale claim."""
+    grace = now - timedelta(seconds=STRAGGLER_SECONDS)
+    with runtime.session() as session:
+        stmt = select(Outbox.id).where(
+            or_(
+                and_(Outbox.status == "pending", Outbox.available_at <= grace),
+                and_(Outbox.status == "processing", Outbox.locked_until < now),
+            )
+        )
+        return list(session.scalars(stmt.order_by(Outbox.id).limit(5000)))
+
+
+def run_worker(runtime: Runtime, *, burst: bool = False, name: str | None = None, fork: bool = True) -> bool:
+    """Run an RQ worker on the tracker queue until stopped (or, with ``burst``, until the
+    queue is empty); it also moves scheduled retries onto the queue when they are due.
+    ``fork=False`` runs jobs in this process (rq's SimpleWorker). Returns whether any job ran."""
+    from rq import SimpleWorker, Worker
+
+    use_runtime(runtime)
+    url = runtime.settings.redis_url
+    cls = Worker if fork else SimpleWorker
+    worker = cls([queue(url)], connection=redis_connection(url), name=name)
+    return worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
+
+
+# -- the scheduler -------------------------------------------------------------------------------
+
+
+@dataclass
+class TickReport:
+    """What one scheduler tick did."""
+
+    reminders: int = 0
+    digests: int = 0
+    relayed: int = 0
+    queued: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+class Scheduler:
+    """What ``tracker scheduler`` does on each tick: write the reminders due today, send
+    the daily digests, and send on outbox rows that are waiting (through RQ when Redis is
+    configured, through the relay in this process otherwise).
+
+    Args:
+        runtime: settings, database and definitions.
+        clock: returns "now" as naive UTC; "today" for reminders is its date.
+    """
+
+    def __init__(self, runtime: Runtime, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self.runtime = runtime
+        self.clock = clock
+
+    def tick(self) -> TickReport:
+        """One round; a failing step is reported in ``problems`` and the others still run."""
+        from engine.mail import Mailer
+        from engine.notifications import Notifier
+        from engine.reminders import send_due_reminders
+
+        rt, report = self.runtime, TickReport()
+        now = self.clock()
+        try:
+            with rt.session() as session:
+                report.reminders = send_due_reminders(session, rt.registry, now.date())
+        except Exception as exc:  # noqa: BLE001 - report and carry on with the other steps
+            log.exception("reminders failed")
+            report.problems.append(f"reminders: {exc}")
+        try:
+            mailer = Mailer.from_settings(rt.settings.smtp_url, rt.settings.mail_from)
+            with rt.session() as session:
+                notifier = Notifier(session, rt.registry, rt.settings, mailer=mailer, clock=self.clock)
+                report.digests = notifier.send_digests()
+            if mailer is not None:
+                mailer.close()
+        except Exception as exc:  # noqa: BLE001
+            log.exception("digests failed")
+            report.problems.append(f"digests: {exc}")
+        try:
+            if rt.settings.redis_url:
+                ids = stragglers(rt, now)
+                report.queued = enqueue(rt.settings.redis_url, ids) if ids else 0
+            else:
+                report.relayed = rt.relay(clock=self.clock).run_until_empty().claimed
+        except Exception as exc:  # noqa: BLE001
+            log.warning("waiting outbox rows could not be sent on: %s", exc)
+            report.problems.append(f"outbox: {exc}")
+        return report
+
+    def run(self, interval: float = 60.0, stop: threading.Event | None = None) -> None:
+        """Tick every ``interval`` seconds until ``stop`` is set (or forever)."""
+        stop = stop or threading.Event()
+        while not stop.is_set():
+            report = self.tick()
+            log.info(
+                "scheduler: %d reminder(s), %d digest(s), %d row(s) relayed, %d queued%s",
+                report.reminders,
+                report.digests,
+                report.relayed,
+                report.queued,
+                f"; problems: {'; '.join(report.problems)}" if report.problems else "",
+            )
+            stop.wait(interval)
