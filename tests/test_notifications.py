@@ -226,7 +226,9 @@ def test_reminder_definitions_are_checked(tmp_path):
     shutil.copytree(NOTIFY_DEFINITIONS, folder)
     manifest = folder / "tracker_types" / "meeting" / "type.yaml"
     manifest.write_text(
-        manifest.read_text().replace("follow_up.due, before: 1w, notify: watchers", "topic, before: 2x, notify: role:nope")
+        manifest.read_text().replace(
+            "follow_up.due, before: 1w, notify: watchers", "topic, before: 2x, notify: role:nope"
+        )
         + "  - {field: missing, before: 3d, notify: assignee}\n"
     )
     registry = load_registry([folder])

@@ -21,11 +21,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from engine import permissions, sandbox
+from engine import notifications, permissions, sandbox
 from engine.definitions.model import Registry, TrackerType, Transition, Workflow
 from engine.errors import Conflict, NotFound, PermissionDenied, Problem, ValidationFailed
 from engine.history import diff
-from engine.models import Event, Item, Outbox, RoleGrant, User
+from engine.models import Event, Item, Outbox, RoleGrant, User, Watcher
 from engine.permissions import Actor
 from engine.validation import get_path, humanize_label, is_filled, schema_at, schema_problems
 
@@ -317,6 +317,8 @@ class ItemService:
             )
             self._run_actions(item, tracker_type, chosen)
             self._outbox_event(item, "transitioned", {"from": old_status, "to": chosen.target})
+            target = workflow.state(chosen.target)
+            self._changed_for_watchers(item, f"{self.actor.username} moved {item.title} to '{target.label}'")
             return item
 
     def assign(self, item_id: int, assignee: str | None, *, expected_version: int | None = None) -> Item:
@@ -327,24 +329,62 @@ class ItemService:
             if not assignee and self.type_of(item).assignee_required:
                 raise ValidationFailed([_assignee_needed(self.type_of(item))])
             user = self._assignee(assignee, self.type_of(item)) if assignee else None
+            if (user.id if user else None) != item.assignee_id:
+                who = user.username if user else "nobody"
+                self._changed_for_watchers(item, f"{self.actor.username} assigned {item.title} to {who}")
             self._set_assignee(item, user)
             return item
 
     def comment(self, item_id: int, text: str) -> Event:
-        """Add a comment to the item's history."""
+        """Add a comment to the item's history. Active users named as ``@username`` who
+        may view the item are notified."""
         text = (text or "").strip()
         if not text:
             raise ValidationFailed([Problem("comment", "The comment is empty", "Write something.")])
         with self._transaction():
             item = self._load(item_id, "items.view", None)
-            return self._record(item, "commented", {"text": text})
+            event = self._record(item, "commented", {"text": text})
+            mentioned = notifications.mentioned_users(self.session, self.registry, item, text)
+            ids = [u.id for u in mentioned if u.id != self.actor.user_id]
+            if ids:
+                self._notify(item, ids, "mentioned", f"{self.actor.username} mentioned you on {item.title}")
+            self._changed_for_watchers(item, f"{self.actor.username} commented on {item.title}")
+            return event
+
+    def watch(self, item_id: int) -> None:
+        """The actor follows the item: ``notify: watchers`` reaches them, and so do its
+        changes. Watching again is harmless. Raises NotFound or PermissionDenied."""
+        with self._transaction():
+            item = self._load(item_id, "items.view", None)
+            if self.actor.user_id is None:
+                raise PermissionDenied("The system operator cannot watch items.", "Sign in as a user to watch items.")
+            if self.session.get(Watcher, (item.id, self.actor.user_id)) is None:
+                self.session.add(Watcher(item_id=item.id, user_id=self.actor.user_id))
+
+    def unwatch(self, item_id: int) -> None:
+        """The actor stops following the item (harmless when they did not)."""
+        with self._transaction():
+            item = self._load(item_id, "items.view", None)
+            watcher = self.session.get(Watcher, (item.id, self.actor.user_id)) if self.actor.user_id else None
+            if watcher is not None:
+                self.session.delete(watcher)
+
+    def is_watching(self, item_id: int) -> bool:
+        """True when the actor watches the item."""
+        if self.actor.user_id is None:
+            return False
+        return self.session.get(Watcher, (item_id, self.actor.user_id)) is not None
 
     # -- the transaction ---------------------------------------------------------------
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
+        #: users this change notifies, and what its watchers are told (see _notify_watchers)
+        self._notified: set[int] = set()
+        self._for_watchers: dict[int, tuple[Item, str]] = {}
         try:
             yield
+            self._notify_watchers()
             self.session.commit()
         except IntegrityError as exc:
             self.session.rollback()
@@ -600,6 +640,7 @@ class ItemService:
         if changes and not creating:
             self._record(item, "updated", {"changes": changes})
             self._outbox_event(item, "updated", {"paths": [c["path"] for c in changes]})
+            self._changed_for_watchers(item, f"{self.actor.username} updated {item.title}", replace=False)
 
     def _refuse_hidden(self, hidden: tuple[str, ...], payload: dict | None) -> None:
         touched = [name for name in hidden if get_path(payload or {}, name) is not None]
@@ -780,15 +821,7 @@ class ItemService:
         return self._assignee(target, tracker_type)
 
     def _recipients(self, item: Item, target: str) -> list[int]:
-        if target == "assignee":
-            return [item.assignee_id] if item.assignee_id else []
-        if target == "creator":
-            return [item.created_by_id] if item.created_by_id else []
-        if target.startswith("role:"):
-            stmt = select(User.id).join(RoleGrant).where(RoleGrant.role == target[5:], User.active)
-            return list(self.session.scalars(stmt))
-        user = self.session.scalar(select(User).where(User.username == target, User.active))
-        return [user.id] if user else []
+        return notifications.recipients(self.session, item, target)
 
     def _record(self, item: Item, kind: str, payload: dict) -> Event:
         event = Event(item_id=item.id, kind=kind, actor_id=self.actor.user_id, payload=payload)
@@ -797,6 +830,11 @@ class ItemService:
         return event
 
     def _notify(self, item: Item, user_ids: list[int], reason: str, text: str) -> None:
+        """Write a notification to ``user_ids``, except those this change already notified."""
+        user_ids = [uid for uid in user_ids if uid not in self._notified]
+        if not user_ids:
+            return
+        self._notified.update(user_ids)
         self.session.add(
             Outbox(
                 kind="notify",
@@ -811,6 +849,28 @@ class ItemService:
                 },
             )
         )
+
+    def _changed_for_watchers(self, item: Item, text: str, *, replace: bool = True) -> None:
+        """What the item's watchers are told about this change; the last word wins unless
+        ``replace`` is False (a transition's "moved" says more than its "updated")."""
+        if replace or item.id not in self._for_watchers:
+            self._for_watchers[item.id] = (item, text)
+
+    def _notify_watchers(self) -> None:
+        """One message per changed item to its watchers who may view it, except the actor
+        and anyone this change already notified."""
+        for item, text in self._for_watchers.values():
+            skip = self._notified | {self.actor.user_id}
+            ids = [
+                uid
+                for uid in notifications.watcher_ids(self.session, item.id)
+                if uid not in skip
+                and permissions.allows(
+                    Actor.for_user(self.session.get(User, uid), self.registry), "items.view", self.type_of(item), item
+                )
+            ]
+            if ids:
+                self._notify(item, ids, "watched", text)
 
     def _outbox_event(self, item: Item, event: str, extra: dict) -> None:
         self.session.add(
