@@ -354,3 +354,16 @@ def test_finance_fields_hidden_from_users_without_finance_view(system, learner, 
     system.update(item.id, changes={"cost": 150})
     changes = clerk.visible_payload(item, clerk.history(item.id)[-1]).get("changes")
     assert changes == []
+
+
+def test_finance_fields_cannot_be_removed_with_null_nor_seen_in_warnings(system, learner, make_user, service_for):
+    item = system.create("concern", {**CONCERN, "cost": 120}, subject_id=learner.id)
+    clerk = service_for(make_user("clara", "tracker_creator"))
+    with pytest.raises(PermissionDenied, match="may not set cost"):
+        clerk.update(item.id, changes={"cost": None})  # null would remove it
+    assert system.get(item.id).data["cost"] == 120
+    # a whole-form save that carries the hidden field empty keeps it as it was
+    assert clerk.update(item.id, data={**clerk.visible_data(item), "cost": None}).data["cost"] == 120
+    item.problems = [{"path": "/cost", "message": "Cost is high"}, {"path": "/contact", "message": "No contact"}]
+    assert [w["path"] for w in clerk.visible_warnings(item)] == ["/contact"]
+    assert [w["path"] for w in system.visible_warnings(item)] == ["/cost", "/contact"]

@@ -203,6 +203,11 @@ class ItemService:
             payload["changes"] = [c for c in payload["changes"] if not _under(c["path"], hidden)]
         return payload
 
+    def visible_warnings(self, item: Item) -> list[dict]:
+        """The item's stored warnings, without those about fields the actor may not see."""
+        hidden = self.hidden_fields(self.type_of(item), item)
+        return [w for w in item.problems or () if not _under(w.get("path", ""), hidden)]
+
     def available_transitions(self, item: Item) -> list[Transition]:
         """Transitions the actor could take now: roles allow them and their condition holds."""
         if not permissions.allows(self.actor, "items.transition", self.type_of(item), item):
@@ -259,7 +264,7 @@ class ItemService:
         with self._transaction():
             item = self._load(item_id, "items.edit", expected_version)
             hidden = self.hidden_fields(self.type_of(item), item)
-            self._refuse_hidden(hidden, data if data is not None else changes)
+            self._refuse_hidden(hidden, data if data is not None else changes, removals=data is None)
             if data is not None:
                 # fields the actor cannot see were not in their form: keep them as they are
                 new = copy.deepcopy(data)
@@ -642,8 +647,10 @@ class ItemService:
             self._outbox_event(item, "updated", {"paths": [c["path"] for c in changes]})
             self._changed_for_watchers(item, f"{self.actor.username} updated {item.title}", replace=False)
 
-    def _refuse_hidden(self, hidden: tuple[str, ...], payload: dict | None) -> None:
-        touched = [name for name in hidden if get_path(payload or {}, name) is not None]
+    def _refuse_hidden(self, hidden: tuple[str, ...], payload: dict | None, *, removals: bool = True) -> None:
+        """Refuse a payload that sets a field the actor may not see, or (``removals``: the
+        payload is laid over the data, where null removes a field) that names it with null."""
+        touched = [name for name in hidden if _touches(payload or {}, name, removals)]
         if touched:
             raise PermissionDenied(
                 f"{self.actor.username} may not set {', '.join(touched)}: finance fields need 'finance.view'.",
@@ -983,6 +990,16 @@ def _put(data: dict, dotted: str, value: Any) -> None:
         node.pop(last, None)
     else:
         node[last] = copy.deepcopy(value)
+
+
+def _touches(payload: dict, dotted: str, removals: bool) -> bool:
+    """True when ``payload`` gives ``a.b`` a value, or names it with null and ``removals``."""
+    node: Any = payload
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return node is not None or removals
 
 
 def _pointer_of(dotted: str) -> str:
