@@ -23,7 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from engine.definitions.model import Registry, TaskList, TrackerType
-from engine.tasklists import json_text, relative_fields, static_filter
+from engine.tasklists import date_key, generated_column, json_text, relative_fields, static_filter
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def index_for(registry: Registry, tracker_type: TrackerType, tasklist: TaskList,
     # index predicates name columns without their table; the planner compares the
     # resolved columns, so the qualified query still matches
     predicate = static_filter(registry, tracker_type, tasklist, dialect.name).replace("items.", "")
-    keys = [_compiled(json_text(f, dialect.name), dialect) for f in relative_fields(tasklist)]
+    keys = [_compiled(date_key(f, dialect.name), dialect) for f in relative_fields(tasklist)]
     # type and status lead so that the planner sees the index constrained by the same
     # equality and IN terms as the general (type_key, status) index, and prefers it as the
     # smaller one
@@ -83,11 +83,47 @@ def existing_names(engine: Engine) -> set[str]:
         return set(conn.execute(text(query)).scalars())
 
 
+def wanted_columns(registry: Registry) -> dict[str, str]:
+    """PostgreSQL only: ``{column: field}`` for every field a task list compares with a
+    relative date."""
+    return {
+        generated_column(field): field
+        for tracker_type in registry.types.values()
+        for tasklist in tracker_type.tasklists
+        for field in relative_fields(tasklist)
+    }
+
+
+def _sync_columns(engine: Engine, registry: Registry) -> None:
+    columns = wanted_columns(registry)
+    with engine.begin() as conn:
+        existing = set(
+            conn.execute(
+                text(
+                    "SELECT column_name FROM information_schema.columns "
+                    "WHERE table_name = 'items' AND column_name LIKE 'tlf\\_%'"
+                )
+            ).scalars()
+        )
+        for column, field in columns.items():
+            if column not in existing:
+                expression = _compiled(json_text(field, "postgresql"), engine.dialect)
+                log.info("adding generated column %s for %s", column, field)
+                conn.execute(
+                    text(f"ALTER TABLE items ADD COLUMN {column} text GENERATED ALWAYS AS ({expression}) STORED")
+                )
+        for column in sorted(existing - set(columns)):
+            conn.execute(text(f"ALTER TABLE items DROP COLUMN {column}"))
+
+
 def sync(engine: Engine, registry: Registry) -> tuple[list[str], list[str]]:
-    """Create the derived indexes that are missing and drop those no longer wanted.
+    """Create the derived indexes that are missing and drop those no longer wanted (and,
+    on PostgreSQL, the generated columns the indexes are keyed on).
 
     Returns ``(created, dropped)`` index names.
     """
+    if engine.dialect.name == "postgresql":
+        _sync_columns(engine, registry)
     indexes = wanted(registry, engine.dialect)
     existing = existing_names(engine)
     names = {i.name for i in indexes}
