@@ -102,6 +102,11 @@ class Clock:
     def __call__(self) -> datetime:
         return self.now
 
+    def sync(self) -> datetime:
+        """Back to the real time (rows written meanwhile are stamped with it)."""
+        self.now = utcnow()
+        return self.now
+
     def advance(self, seconds: float) -> datetime:
         self.now += timedelta(seconds=seconds)
         return self.now
