@@ -3,22 +3,36 @@
 from __future__ import annotations
 
 from flask import Flask, render_template, request
+from werkzeug.exceptions import HTTPException
 
 from engine.errors import TrackerError
 
 
+def _under_api() -> bool:
+    return request.path == "/api" or request.path.startswith("/api/")
+
+
 def init_app(app: Flask) -> None:
+    from webui import api
+
     @app.errorhandler(TrackerError)
     def tracker_error(exc: TrackerError):
-        if request.path.startswith("/api/"):
-            body = {"error": exc.message, "advice": exc.advice}
-            if hasattr(exc, "problems"):
-                body["problems"] = [p.as_dict() for p in exc.problems]
-            return body, exc.status
+        if _under_api():
+            return api.tracker_error_response(exc)
         return render_template("error.html", error=exc), exc.status
 
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        """Under /api every error is JSON (an unknown address, a wrong method, a crash); elsewhere
+        werkzeug's own page stands unless a handler above says otherwise."""
+        if _under_api():
+            return api.http_error_response(exc)
+        return exc
+
     @app.errorhandler(404)
-    def not_found(_exc):
+    def not_found(exc):
+        if _under_api():
+            return api.http_error_response(exc)
         return render_template(
             "error.html", error=None, title="Page not found", message="There is nothing at this address."
         ), 404
