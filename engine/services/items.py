@@ -218,6 +218,30 @@ class ItemService:
             if self._may_take(t, item) and self._condition_holds(t, item, item.data)
         ]
 
+    def may_create(self, tracker_type: TrackerType) -> bool:
+        """True when the actor may create items of the type: its ``create_capability``
+        (``automation.create`` for automations) and ``items.create``."""
+        return permissions.allows(self.actor, tracker_type.create_capability, tracker_type) and permissions.allows(
+            self.actor, "items.create", tracker_type
+        )
+
+    def require_create(self, tracker_type: TrackerType) -> None:
+        """Raise PermissionDenied, saying which capability is missing, unless :meth:`may_create`."""
+        permissions.require(self.actor, tracker_type.create_capability, tracker_type)
+        if tracker_type.create_capability != "items.create":
+            permissions.require(self.actor, "items.create", tracker_type)
+
+    def creatable_types(self) -> list[TrackerType]:
+        """The types the actor may create items of (what a Create page offers), by name."""
+        return sorted((t for t in self.registry.types.values() if self.may_create(t)), key=lambda t: t.name.lower())
+
+    def assignable_users(self, tracker_type: TrackerType) -> list[User]:
+        """Active users who may view items of the type, so may be assigned one (what an
+        assignee picker offers), by name."""
+        users = self.session.scalars(select(User).where(User.active))
+        allowed = [u for u in users if permissions.allows(Actor.for_user(u, self.registry), "items.view", tracker_type)]
+        return sorted(allowed, key=lambda u: (u.label.lower(), u.username))
+
     # -- changing --------------------------------------------------------------------
 
     def create(
@@ -460,9 +484,7 @@ class ItemService:
     ) -> Item:
         tracker_type = self.registry.type(type_key)
         if check_permission:
-            permissions.require(self.actor, tracker_type.create_capability, tracker_type)
-            if tracker_type.create_capability != "items.create":
-                permissions.require(self.actor, "items.create", tracker_type)
+            self.require_create(tracker_type)
         workflow = self.registry.workflow_for(tracker_type)
         problems: list[Problem] = []
         if status and status != workflow.initial.key:

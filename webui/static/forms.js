@@ -1,0 +1,78 @@
+/* Generated forms: the only script. Everything works without it; it adds
+ * - conditional fields (if/then/else): elements with data-show-when are hidden, and their
+ *   inputs disabled so they are not sent, while their condition does not hold;
+ * - Enter in a search box presses its Find button (data-enter-clicks);
+ * - focus on the error summary after a refused save.
+ * The format of data-show-when is documented in webui/forms.py (Clause.as_json). */
+(function () {
+  "use strict";
+
+  function valueOf(form, name) {
+    var inputs = form.querySelectorAll("[name]");
+    var value = "";
+    for (var i = 0; i < inputs.length; i++) {
+      var el = inputs[i];
+      if (el.name !== name || el.disabled) { continue; }
+      if (el.type === "checkbox") { return el.checked ? "true" : "false"; }
+      if (el.type === "radio") { if (el.checked) { value = el.value; } continue; }
+      return (el.value || "").trim();
+    }
+    return value;
+  }
+
+  function clauseHolds(form, scope, clause) {
+    var value = valueOf(form, scope + "-" + clause.field);
+    var result = value === "" ? clause.empty : (clause.values === null || clause.values.indexOf(value) !== -1);
+    return clause.negate ? !result : result;
+  }
+
+  function update(form) {
+    var conditional = form.querySelectorAll("[data-show-when]");
+    for (var i = 0; i < conditional.length; i++) {
+      var el = conditional[i];
+      var when = JSON.parse(el.getAttribute("data-show-when"));
+      var scope = el.getAttribute("data-scope");
+      var show = when.some(function (all) {
+        return all.every(function (clause) { return clauseHolds(form, scope, clause); });
+      });
+      el.hidden = !show;
+      var inputs = el.querySelectorAll("input, select, textarea, button");
+      for (var j = 0; j < inputs.length; j++) {
+        if (!show) {
+          if (!inputs[j].disabled) { inputs[j].disabled = true; inputs[j].setAttribute("data-cond-disabled", ""); }
+        } else if (inputs[j].hasAttribute("data-cond-disabled")) {
+          inputs[j].disabled = false;
+          inputs[j].removeAttribute("data-cond-disabled");
+        }
+      }
+    }
+  }
+
+  function enhance(form) {
+    update(form);
+    form.addEventListener("change", function () { update(form); });
+    form.addEventListener("input", function () { update(form); });
+    var boxes = form.querySelectorAll("[data-enter-clicks]");
+    for (var i = 0; i < boxes.length; i++) {
+      boxes[i].addEventListener("keydown", function (event) {
+        if (event.key !== "Enter") { return; }
+        var button = document.getElementById(this.getAttribute("data-enter-clicks"));
+        if (button) { event.preventDefault(); button.click(); }
+      });
+    }
+  }
+
+  function start() {
+    document.documentElement.classList.add("js");
+    var forms = document.querySelectorAll("form[data-generated]");
+    for (var i = 0; i < forms.length; i++) { enhance(forms[i]); }
+    var summary = document.getElementById("error-summary");
+    if (summary && !document.querySelector("[autofocus]")) { summary.focus(); }
+  }
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", start);
+  } else {
+    start();
+  }
+})();
