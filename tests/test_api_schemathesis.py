@@ -18,7 +18,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.test_api import BASE_URL, cheap_hashing, make_app, seed
+from tests.test_api import BASE_URL, cheap_hashing, close, make_app, seed
 from webui.openapi import document
 
 CHECKS = [
@@ -41,7 +41,8 @@ def api_app(tmp_path, sqlite_url, monkeypatch):
     world = seed(app)
     served = app.test_client().get("/api/v1/openapi.json").json
     assert served == document(BASE_URL)  # the document under test is the one the app serves
-    return app, world.tokens["admin"]
+    yield app, world.tokens["admin"]
+    close(app)
 
 
 @schema.parametrize()

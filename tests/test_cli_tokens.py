@@ -11,6 +11,7 @@ import pytest
 
 from engine.config import Settings
 from tests.conftest import TEST_DEFINITIONS
+from tests.test_api import close
 from webui import create_app
 
 TRACKER = str(Path(sys.executable).parent / "tracker")
@@ -42,7 +43,9 @@ def app(tmp_path, db_url):
     settings = Settings(
         instance_path=tmp_path, database_url=db_url, definitions_path=[TEST_DEFINITIONS], secret_key="test-secret"
     )
-    return create_app({"TESTING": True, "TRACKER_SETTINGS": settings})
+    app = create_app({"TESTING": True, "TRACKER_SETTINGS": settings})
+    yield app
+    close(app)
 
 
 def test_create_list_use_and_revoke_a_token(run, app):
