@@ -390,3 +390,18 @@ def test_labels_and_names_of_pointers(apprenticeship, concern):
     )
     pruned = forms.prune(forms.build_spec(concern.schema), ["severity", "address.postcode", "nope"])
     assert [c.dotted for c in pruned.walk()] == ["", "severity", "address", "address.postcode"]
+
+
+def test_a_stored_value_that_is_no_longer_a_choice_survives_a_save(concern, apprenticeship):
+    spec = forms.build_spec(concern.schema)
+    bound = forms.BoundForm(spec, raw=forms.to_raw(spec, {"severity": "medium"}))
+    node = next(n for n in forms.build_view(bound).root.walk() if n.name == "data-severity")
+    assert node.options[-1] == forms.Option(
+        "medium", "medium (not one of the choices)", "data-severity--unlisted", True
+    )
+    assert bind(spec, severity="medium").to_json() == {"severity": "medium"}
+    select = forms.build_spec(apprenticeship.schema)
+    form = forms.BoundForm(select, raw=forms.to_raw(select, {"withdrawal_reason": "retired"}))
+    assert '<option selected value="retired">retired (not one of the choices)</option>' in str(
+        form.field("data-withdrawal_reason")()
+    )

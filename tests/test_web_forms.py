@@ -15,6 +15,7 @@ import pytest
 from argon2 import PasswordHasher
 from werkzeug.datastructures import MultiDict
 
+from engine.definitions.model import StateFields
 from engine.models import Item, RoleGrant, User
 from engine.permissions import Actor
 from engine.services import ItemService
@@ -453,6 +454,38 @@ def test_finance_fields_are_neither_shown_nor_lost(app, rt, concern):
     admin = text(client_for(app, "ada").get(url))
     assert value_of(admin, "data-cost") == "125.5"
     assert "Cost to the provider" in admin  # in the history too, for those who may see it
+
+
+def test_a_template_sets_finance_fields_the_user_may_not_see(app, rt, learners):
+    client = client_for(app, "clara")
+    url = "/items/new?type=apprenticeship&template=levy_funded"
+    page = text(client.get(url))
+    assert "data-employer_contribution" not in page
+    assert re.search(r'id="data-funding_type-levy" value="levy" checked', page)
+    form = fill(generated_form(page), subject=str(learners[0]), data__standard_code="298", data__employer_name="Acme")
+    created = client.post(url, data=form)
+    assert created.status_code == 303
+    item = stored(rt, int(created.headers["Location"].rsplit("/", 1)[1]))
+    assert item.data["employer_contribution"] == 0 and item.data["funding_type"] == "levy"
+
+
+def test_fields_a_state_hides_are_not_shown_and_keep_their_values(app, rt, concern):
+    with rt.session() as session:
+        system(rt, session).update(concern, changes={"reference": "SC-0042", "outcome": "Pending"})
+    workflow = rt.registry.workflows["safeguarding"]  # this app's own copy of the definitions
+    workflow.state_fields["new"] = StateFields(hidden=("reference",), required=("hours",))
+    client = client_for(app, "clara")
+    url = f"/items/{concern}"
+    page = text(client.get(url))
+    form_part = page[: page.index('id="history"')]
+    assert "data-reference" not in form_part and "SC-0042" not in form_part
+    assert re.search(r'for="data-hours">Hours spent <span class="req"', page)
+    refused = client.post(url, data=generated_form(page))
+    assert refused.status_code == 422
+    assert "Hours spent is required while the item is &#39;New&#39;" in refused.get_data(as_text=True)
+    assert client.post(url, data=fill(generated_form(page), data__hours="1", data__outcome="")).status_code == 303
+    item = stored(rt, concern)
+    assert item.data["reference"] == "SC-0042" and item.data["hours"] == 1 and "outcome" not in item.data
 
 
 def test_edit_saves_and_history_shows_old_and_new(app, rt, concern):

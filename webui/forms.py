@@ -503,9 +503,19 @@ class _Slot:
     children: list[_Slot] = field(default_factory=list)
 
 
-def _unbound(spec: FieldSpec) -> UnboundField:
+def _unlisted(spec: FieldSpec, value: Any) -> str | None:
+    """A value of a choice field that is not one of its choices (stored under an older
+    definition, or sent by hand): it is offered too, so that saving keeps it."""
+    if spec.kind not in ("select", "radio") or not isinstance(value, str) or not value:
+        return None
+    return None if any(_form_value(v) == value for v, _label in spec.choices or []) else value
+
+
+def _unbound(spec: FieldSpec, value: Any = None) -> UnboundField:
     kind, schema, label = spec.kind, spec.schema, spec.label
     options = [_Choice(_form_value(v), text) for v, text in spec.choices or []]
+    if _unlisted(spec, value):
+        options.append(_Choice(value, f"{value} (not one of the choices)"))
     if kind == "textarea":
         return TextAreaField(label)
     if kind == "boolean":
@@ -570,12 +580,15 @@ class BoundForm:
             self.slot = _slot_from_formdata(spec, PREFIX, formdata)
         else:
             self.slot = _slot_from_raw(spec, PREFIX, raw if raw is not None else _empty_raw(spec))
-        leaves = list(_leaves(self.slot))
-        self.form = BaseForm([(s.name[len(PREFIX) + 1 :], _unbound(s.spec)) for s in leaves], prefix=PREFIX)
+        if formdata is not None:
+            flat = {s.name[len(PREFIX) + 1 :]: formdata.get(s.name) for s in _leaves(self.slot)}
+        else:
+            flat = {s.name[len(PREFIX) + 1 :]: v for s, v in _flatten(self.slot, raw or {})}
+        leaves = [(s.name[len(PREFIX) + 1 :], s.spec) for s in _leaves(self.slot)]
+        self.form = BaseForm([(name, _unbound(spec, flat.get(name))) for name, spec in leaves], prefix=PREFIX)
         if formdata is not None:
             self.form.process(formdata)
         else:
-            flat = {s.name[len(PREFIX) + 1 :]: v for s, v in _flatten(self.slot, raw or {})}
             self.form.process(None, data=flat)
         self.raw = self._raw(self.slot)
 
@@ -889,6 +902,9 @@ class Node:
         for value, label in self.spec.choices or []:
             text = _form_value(value)
             out.append(Option(text, label, f"{self.name}-{_slug(text)}", text in picked))
+        unlisted = _unlisted(self.spec, self.raw)
+        if unlisted:
+            out.append(Option(unlisted, f"{unlisted} (not one of the choices)", f"{self.name}--unlisted", True))
         return out
 
     @property
