@@ -13,6 +13,7 @@ import smtplib
 import ssl
 import time
 from dataclasses import dataclass
+from email import policy
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
 from pathlib import Path
@@ -27,6 +28,7 @@ from engine.errors import TrackerError
 log = logging.getLogger(__name__)
 
 TEMPLATES = Path(__file__).parent / "templates" / "email"
+_POLICY = policy.SMTP.clone(max_line_length=998)
 
 
 class MailError(Exception):
@@ -198,8 +200,12 @@ def message_id(key: str, mail_from: str) -> str:
 def build_message(
     *, mail_from: str, to: str, subject: str, text: str, html: str, msg_id: str, link: str | None = None
 ) -> EmailMessage:
-    """A multipart (plain text + HTML) message marked as automatically generated."""
-    message = EmailMessage()
+    """A multipart (plain text + HTML) message marked as automatically generated.
+
+    Header lines may be up to RFC 5322's 998 characters: Python folds a subject that fits
+    in 78 characters onto a line of its own otherwise, which some readers show as a
+    leading space."""
+    message = EmailMessage(policy=_POLICY)
     message["From"] = mail_from
     message["To"] = to
     message["Subject"] = subject
