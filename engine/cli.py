@@ -690,6 +690,131 @@ def outbox_retry(outbox_id: int) -> None:
     click.echo(f"Outbox row #{outbox_id} is back in line; it is now {status}.")
 
 
+# -- notifications and background jobs --------------------------------------------------------------
+
+
+def _log_to_stderr() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@cli.command()
+@click.option("--burst", is_flag=True, help="Stop once the queue is empty (for scripts and tests).")
+@click.option("--name", help="Worker name shown by RQ (default: generated).")
+def worker(burst: bool, name: str | None) -> None:
+    """Run an RQ worker that delivers notifications from TRACKER_REDIS_URL's queue.
+
+    Run as many as you need; each takes its own jobs. Without Redis there is no queue:
+    notifications go out from the web process, and 'tracker scheduler' retries them.
+    """
+    from engine import jobs
+
+    rt = _runtime()
+    url = rt.settings.redis_url
+    if not url:
+        _fail_text(
+            "TRACKER_REDIS_URL is not set, so there is no queue for a worker.",
+            "Set TRACKER_REDIS_URL (e.g. redis://127.0.0.1:6379/0), or run without Redis: "
+            "notifications then go out from the web process and 'tracker scheduler' retries them.",
+        )
+    try:
+        jobs.redis_connection(url).ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+        from engine.health import _safe
+
+        _fail_text(f"Redis at {_safe(url)} is not reachable: {exc}", "Start Redis or fix TRACKER_REDIS_URL.")
+    _log_to_stderr()
+    click.echo(
+        f"Worker listening on queue '{jobs.QUEUE_NAME}'" + (" until it is empty." if burst else " (Ctrl+C to stop).")
+    )
+    jobs.run_worker(rt, burst=burst, name=name)
+
+
+@cli.command()
+@click.option("--once", is_flag=True, help="Do one round and exit (exit code 1 if a step failed).")
+@click.option(
+    "--interval", default=60.0, show_default=True, type=click.FloatRange(min=1), help="Seconds between rounds."
+)
+def scheduler(once: bool, interval: float) -> None:
+    """Send reminders and daily digests, and send on notifications still waiting (retries,
+    and rows left behind while Redis was down). Run one next to the web app and workers."""
+    from engine import jobs
+
+    rt = _runtime()
+    ticker = jobs.Scheduler(rt)
+    if not once:
+        _log_to_stderr()
+        click.echo(f"Scheduler running every {interval:g} s (Ctrl+C to stop).")
+        try:
+            ticker.run(interval)
+        except KeyboardInterrupt:
+            click.echo("Scheduler stopped.")
+        return
+    report = ticker.tick()
+    click.echo(
+        f"{report.reminders} reminder(s) written, {report.digests} digest(s) sent, "
+        + (
+            f"{report.queued} waiting notification(s) queued."
+            if rt.settings.redis_url
+            else f"{report.relayed} waiting notification(s) relayed."
+        )
+    )
+    for problem in report.problems:
+        click.secho(f"Error: {problem}", fg="red", err=True)
+    if report.problems:
+        sys.exit(1)
+
+
+@cli.group()
+def outbox() -> None:
+    """Inspect notifications waiting to go out, and retry dead-lettered ones."""
+
+
+@outbox.command("list")
+@click.option(
+    "--status", type=click.Choice(["pending", "processing", "done", "dead"]), help="Only rows with this status."
+)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
+def outbox_list(status: str | None, limit: int) -> None:
+    """List outbox rows, newest first, with their attempts and last error."""
+    from engine import outbox as relay
+
+    rt = _runtime()
+    with rt.session() as session:
+        found = relay.listing(session, status, limit=limit)
+        rows = [("ID", "STATUS", "KIND", "ATTEMPTS", "ITEM", "CREATED", "LAST ERROR")]
+        for row in found:
+            rows.append(
+                (
+                    str(row.id),
+                    row.status,
+                    row.kind,
+                    str(row.attempts),
+                    f"#{row.item_id}" if row.item_id else "-",
+                    f"{row.created_at:%Y-%m-%d %H:%M}",
+                    _short(row.last_error) if row.last_error else "",
+                )
+            )
+        _table(rows)
+        totals = relay.counts(session)
+        click.echo(f"{len(found)} shown; {totals['pending']} waiting, {totals['dead']} dead-lettered in all.")
+
+
+@outbox.command("retry")
+@click.argument("outbox_id", type=int)
+def outbox_retry(outbox_id: int) -> None:
+    """Put the dead-lettered row OUTBOX_ID back in line, with a fresh set of retries."""
+    from engine import outbox as relay
+    from engine.permissions import Actor
+
+    rt = _runtime()
+    with rt.session() as session:
+        row = relay.retry(session, outbox_id, Actor.system())
+        session.refresh(row)  # without Redis it was delivered right after the commit
+    click.echo(f"Outbox row #{outbox_id} is back in line; it is now {row.status}.")
+
+
 # -- demo ------------------------------------------------------------------------------------------
 
 
