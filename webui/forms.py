@@ -578,18 +578,15 @@ class BoundForm:
         self.spec = spec
         if formdata is not None:
             self.slot = _slot_from_formdata(spec, PREFIX, formdata)
+            values = {s.name: formdata.get(s.name) for s in _leaves(self.slot)}
         else:
             self.slot = _slot_from_raw(spec, PREFIX, raw if raw is not None else _empty_raw(spec))
-        if formdata is not None:
-            flat = {s.name[len(PREFIX) + 1 :]: formdata.get(s.name) for s in _leaves(self.slot)}
-        else:
-            flat = {s.name[len(PREFIX) + 1 :]: v for s, v in _flatten(self.slot, raw or {})}
-        leaves = [(s.name[len(PREFIX) + 1 :], s.spec) for s in _leaves(self.slot)]
-        self.form = BaseForm([(name, _unbound(spec, flat.get(name))) for name, spec in leaves], prefix=PREFIX)
-        if formdata is not None:
-            self.form.process(formdata)
-        else:
-            self.form.process(None, data=flat)
+            values = {s.name: v for s, v in _flatten(self.slot, raw or {})}
+        # WTForms adds the prefix back: the fields are named without it
+        flat = {name[len(PREFIX) + 1 :]: value for name, value in values.items()}
+        fields = [(s.name[len(PREFIX) + 1 :], _unbound(s.spec, values[s.name])) for s in _leaves(self.slot)]
+        self.form = BaseForm(fields, prefix=PREFIX)
+        self.form.process(formdata, data=None if formdata is not None else flat)
         self.raw = self._raw(self.slot)
 
     def field(self, name: str) -> Field | None:

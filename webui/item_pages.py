@@ -106,11 +106,9 @@ def create():
     key = request.args.get("type", "").strip()
     subject_arg = _int(request.args.get("subject"))
     if not key:
-        groups = [
-            (title, [t for t in service.creatable_types() if t.kind == kind])
-            for kind, title in _GROUPS
-            if any(t.kind == kind for t in service.creatable_types())
-        ]
+        creatable = service.creatable_types()
+        groups = [(title, [t for t in creatable if t.kind == kind]) for kind, title in _GROUPS]
+        groups = [(title, types) for title, types in groups if types]
         return render_template("pick_type.html", groups=groups, subject=subject_arg)
     tracker_type = service.registry.type(key)
     service.require_create(tracker_type)
