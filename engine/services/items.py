@@ -113,7 +113,8 @@ class ItemService:
             q: text found in the title or the identity (a ULN, a company number).
             subject_id: only items about this learner or employer.
             sort: ``id``, ``title``, ``status``, ``due_date``, ``created_at``, ``updated_at`` or a
-                field of the type's ``list_columns``; ``-`` in front for descending.
+                field of the type's ``list_columns`` the actor may see (numbers sort as numbers);
+                ``-`` in front for descending.
                 Default: newest first.
 
         Raises NotFound for an unknown type, ValidationFailed for an unknown sort or assignee.
@@ -163,12 +164,20 @@ class ItemService:
             return [Item.id.desc()]
         descending = sort.startswith("-")
         name = sort.lstrip("-")
+        # a field the actor may not see is not sortable either: the order would give its values away
+        fields = (
+            [f for f in tracker_type.list_columns if not _under(_pointer_of(f), self.hidden_fields(tracker_type))]
+            if tracker_type
+            else []
+        )
         if name in self._SORTABLE:
             column = self._SORTABLE[name]
-        elif tracker_type is not None and name in tracker_type.list_columns:
-            column = Item.data[tuple(name.split("."))].as_string()
+        elif name in fields:
+            value = Item.data[tuple(name.split("."))]
+            numeric = (schema_at(tracker_type.schema, name) or {}).get("type") in ("integer", "number")
+            column = value.as_float() if numeric else value.as_string()
         else:
-            columns = [*self._SORTABLE, *(tracker_type.list_columns if tracker_type else ())]
+            columns = [*self._SORTABLE, *fields]
             raise ValidationFailed(
                 [Problem("sort", f"Items cannot be sorted by '{name}'", f"Use one of: {', '.join(columns)}.")]
             )

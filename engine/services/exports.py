@@ -1,0 +1,218 @@
+"""CSV export of a list of items: the same filters and sort as the list, every page of it.
+
+The export is prepared in two steps so that every refusal happens before the first byte is
+sent: :func:`export_items` checks permissions, validates the filters and the sort, decides
+the columns and logs the export; :meth:`CsvExport.lines` then yields the file in batches,
+so a large export never sits in memory at once.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from engine import permissions
+from engine.definitions.model import TrackerType
+from engine.models import Item
+from engine.services.items import ItemService
+from engine.validation import choices, get_path, humanize_label, schema_at
+
+log = logging.getLogger(__name__)
+
+#: characters that make a spreadsheet treat a cell as a formula (CSV/formula injection)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+#: rows fetched per query while the file is written
+BATCH_SIZE = 500
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of the export: ``key`` is ``id``, ``type``, ``title``, ``status``,
+    ``assignee``, ``due_date`` or a (dotted) field of the item's data; ``label`` is its header."""
+
+    key: str
+    label: str
+    is_field: bool = False
+
+
+BASE_COLUMNS = (
+    Column("id", "ID"),
+    Column("title", "Title"),
+    Column("status", "Status"),
+    Column("assignee", "Assignee"),
+    Column("due_date", "Due date"),
+)
+
+
+@dataclass
+class CsvExport:
+    """A prepared export. ``total`` is how many items it holds; ``lines()`` writes it."""
+
+    filename: str
+    columns: list[Column]
+    total: int
+    rows: Callable[[], Iterator[list[str]]]
+
+    def lines(self) -> Iterator[str]:
+        """The CSV text, a line at a time: a UTF-8 byte-order mark (so spreadsheet programs
+        read accents correctly), the header row, then one row per item."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+
+        def line(values: list[str]) -> str:
+            buffer.seek(0)
+            buffer.truncate()
+            writer.writerow(values)
+            return buffer.getvalue()
+
+        yield "\ufeff" + line([c.label for c in self.columns])
+        for row in self.rows():
+            yield line(row)
+
+
+def safe_cell(text: str) -> str:
+    """``text`` with a leading apostrophe when a spreadsheet would read it as a formula
+    (it starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return)."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def field_text(tracker_type: TrackerType, data: dict, name: str) -> str:
+    """A data field as a spreadsheet cell: choices by their label, booleans as Yes/No, lists
+    and groups as JSON, nothing as an empty cell. Text is protected by :func:`safe_cell`;
+    numbers are written as numbers (``-5`` stays a number, not a formula)."""
+    value = get_path(data, name)
+    if value is None or value == "":
+        return ""
+    options = choices(schema_at(tracker_type.schema, name) or {})
+    if options:
+        value = next((label for v, label in options if v == value), value)
+    if isinstance(value, bool):
+        return "Yes" if value else "No"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, dict | list):
+        return safe_cell(json.dumps(value, ensure_ascii=False))
+    return safe_cell(str(value))
+
+
+def field_label(tracker_type: TrackerType, name: str) -> str:
+    """The schema's title of a (dotted) field, or a readable form of its name."""
+    sub = schema_at(tracker_type.schema, name) or {}
+    return sub.get("title") or humanize_label(name.split(".")[-1])
+
+
+def is_hidden(name: str, hidden: tuple[str, ...]) -> bool:
+    """True when ``name`` is one of ``hidden`` or lies inside one (``a.b`` inside ``a``)."""
+    return any(name == h or name.startswith(h + ".") for h in hidden)
+
+
+def export_filename(type_key: str | None, today: date) -> str:
+    """``apprenticeship-2026-11-26.csv`` for one type, ``my-items-2026-11-26.csv`` otherwise."""
+    stem = type_key.replace("_", "-") if type_key else "my-items"
+    return f"{stem}-{today.isoformat()}.csv"
+
+
+def export_items(
+    service: ItemService,
+    type_key: str | None = None,
+    *,
+    status: list[str] | None = None,
+    assignee: str | None = None,
+    q: str | None = None,
+    sort: str | None = None,
+    batch_size: int = BATCH_SIZE,
+) -> CsvExport:
+    """Prepare a CSV export of the items ``service.list`` finds with these filters and sort,
+    all pages of them, as the service's actor sees them.
+
+    Columns: ID, (Type when more than one type is exported,) Title, Status, Assignee, Due
+    date, then the list columns; for one type also every other top-level property of its
+    schema. Fields the actor may not see (finance fields without ``finance.view``) are left
+    out, and blanked on any item where they are hidden.
+
+    Raises:
+        PermissionDenied: the actor lacks ``exports.bulk`` on the type, or (across types)
+            on any type with an item in the export.
+        NotFound: ``type_key`` is not a type.
+        ValidationFailed: an unknown sort or assignee, as ``ItemService.list`` says.
+    """
+    actor, registry = service.actor, service.registry
+    filters: dict[str, Any] = {"status": status, "assignee": assignee, "q": q}
+    if type_key:
+        tracker_type = registry.type(type_key)
+        permissions.require(actor, "items.view", tracker_type)
+        permissions.require(actor, "exports.bulk", tracker_type)
+        types = [tracker_type]
+    else:
+        permissions.require(actor, "exports.bulk")
+        types = [
+            t
+            for t in registry.types.values()
+            if permissions.allows(actor, "items.view", t) and service.list(t.key, limit=0, **filters)[1]
+        ]
+        for t in types:
+            permissions.require(actor, "exports.bulk", t)
+    # validates the sort and the assignee before anything is written
+    _none, total = service.list(type_key, sort=sort, limit=0, **filters)
+    columns = _columns(service, types, single=bool(type_key))
+    log.info(
+        "export: %s exported %d %s item(s) (status=%s, assignee=%s, q=%r, sort=%s)",
+        actor.username,
+        total,
+        type_key or "assigned",
+        ",".join(status or ()) or "any",
+        assignee or "any",
+        q or "",
+        sort or "default",
+    )
+
+    def rows() -> Iterator[list[str]]:
+        offset = 0
+        while offset < total:
+            found, _count = service.list(type_key, sort=sort, limit=batch_size, offset=offset, **filters)
+            if not found:
+                return
+            for item in found:
+                yield _row(service, item, columns)
+            offset += len(found)
+
+    return CsvExport(export_filename(type_key, service.today()), columns, total, rows)
+
+
+def _columns(service: ItemService, types: list[TrackerType], *, single: bool) -> list[Column]:
+    columns = list(BASE_COLUMNS)
+    if not single:
+        columns.insert(1, Column("type", "Type"))
+    seen: set[str] = set()
+    for t in types:
+        hidden = service.hidden_fields(t)
+        names = list(t.list_columns)
+        if single:
+            names += [n for n in (t.schema.get("properties") or {}) if n not in t.list_columns]
+        for name in names:
+            if name not in seen and not is_hidden(name, hidden):
+                seen.add(name)
+                columns.append(Column(name, field_label(t, name), is_field=True))
+    return columns
+
+
+def _row(service: ItemService, item: Item, columns: list[Column]) -> list[str]:
+    tracker_type = service.type_of(item)
+    state = service.workflow_of(item).state(item.status)
+    data = service.visible_data(item)
+    base = {
+        "id": str(item.id),
+        "type": safe_cell(tracker_type.name),
+        "title": safe_cell(item.title),
+        "status": safe_cell(state.label if state else item.status),
+        "assignee": safe_cell(item.assignee.label) if item.assignee else "",
+        "due_date": item.due_date.isoformat() if item.due_date else "",
+    }
+    return [field_text(tracker_type, data, c.key) if c.is_field else base[c.key] for c in columns]
