@@ -1,17 +1,42 @@
-"""Lists: tracker types with counts, a paginated list per type."""
+"""Lists: the home page with counts, a list per type, "My items", learner search, CSV export.
+
+Every list reads through ``ItemService.list``, so what a user sees (own-scope roles,
+finance-only fields) is the engine's decision. Filters are plain GET parameters, so a list
+can be bookmarked, shared and used without JavaScript: ``status`` (repeatable), ``assignee``
+(``me``, ``none`` or a user name), ``q`` (text), ``sort`` (a column, ``-`` for descending)
+and ``page``. A bad value is a 4xx page saying what to use instead, never a 500.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, render_template, request
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Blueprint, Response, current_app, render_template, request, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import func, select
+from sqlalchemy.sql.elements import True_
 
 from engine import permissions
-from engine.models import Item
+from engine.definitions.model import State, TrackerType
+from engine.errors import NotFound, Problem, ValidationFailed
+from engine.models import Item, User
+from engine.services.exports import CsvExport, export_items, is_hidden
+from engine.services.items import ItemService
 from engine.validation import choices, get_path, humanize_label, schema_at
 from webui import db_session, runtime
 
 bp = Blueprint("lists", __name__)
+
+#: longest text filter or search accepted; longer is refused with a message
+MAX_QUERY_LENGTH = 200
+#: pages beyond this are past the end of any real list (and would overflow an SQL OFFSET)
+MAX_PAGE = 1_000_000_000
+#: the engine's default order, newest first
+DEFAULT_SORT = "-id"
 
 
 @bp.app_template_filter("field_label")
@@ -32,6 +57,224 @@ def field_value(data: dict, name: str, tracker_type=None):
     if isinstance(value, bool):
         return "Yes" if value else "No"
     return value
+
+
+@bp.app_context_processor
+def header_search() -> dict[str, bool]:
+    """Whether the header shows the learner search: only to users who may view learners."""
+    if not current_user.is_authenticated:
+        return {"learner_search": False}
+    learner = runtime().registry.types.get("learner")
+    return {"learner_search": learner is not None and permissions.allows(current_user.actor, "items.view", learner)}
+
+
+# -- the filters of a list ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    """The filters, sort and page of a list, as read from (and written back to) the URL."""
+
+    status: tuple[str, ...] = ()
+    assignee: str = ""
+    q: str = ""
+    sort: str = ""
+    page: int = 1
+
+    @property
+    def filtered(self) -> bool:
+        return bool(self.status or self.assignee or self.q)
+
+    @property
+    def sort_key(self) -> str:
+        return (self.sort or DEFAULT_SORT).lstrip("-")
+
+    @property
+    def descending(self) -> bool:
+        return (self.sort or DEFAULT_SORT).startswith("-")
+
+    def toggled(self, key: str) -> str:
+        """The sort a click on column ``key`` asks for: ascending first, then the other way."""
+        return f"-{key}" if self.sort_key == key and not self.descending else key
+
+    def args(self, **changes: Any) -> dict[str, Any]:
+        """URL parameters for this query with ``changes`` applied; empty ones and page 1 are left out."""
+        values: dict[str, Any] = {
+            "status": list(self.status),
+            "assignee": self.assignee,
+            "q": self.q,
+            "sort": self.sort,
+            "page": self.page,
+        }
+        values.update(changes)
+        if values.get("page") == 1:
+            values["page"] = None
+        return {k: v for k, v in values.items() if v not in (None, "", [], ())}
+
+    def service_filters(self) -> dict[str, Any]:
+        return {"status": list(self.status) or None, "assignee": self.assignee or None, "q": self.q or None}
+
+
+def read_query(states: Iterable[State], *, with_assignee: bool = True) -> ListQuery:
+    """The list parameters of this request. Raises ValidationFailed (422) for a page that is
+    not a whole number, a status that is not one of ``states``, or an over-long text."""
+    args = request.args
+    page_text = args.get("page", "").strip() or "1"
+    if not re.fullmatch(r"[0-9]+", page_text) or int(page_text) < 1:
+        raise ValidationFailed(
+            [Problem("page", f"'{page_text[:20]}' is not a page number", "Use a whole number from 1 upwards.")],
+            "This page of the list cannot be shown.",
+        )
+    known = {s.key: s.label for s in states}
+    status = tuple(dict.fromkeys(s for s in args.getlist("status") if s))
+    unknown = [s for s in status if s not in known]
+    if unknown:
+        raise ValidationFailed(
+            [
+                Problem(
+                    "status",
+                    f"'{name[:40]}' is not a status of these items",
+                    f"Use one of: {', '.join(f'{k} ({v})' for k, v in known.items())}.",
+                )
+                for name in unknown
+            ],
+            "The list cannot be filtered like that.",
+        )
+    q = args.get("q", "").strip()
+    if len(q) > MAX_QUERY_LENGTH:
+        raise ValidationFailed(
+            [Problem("q", f"The text to look for is {len(q)} characters long", f"Use at most {MAX_QUERY_LENGTH}.")],
+            "The list cannot be filtered like that.",
+        )
+    return ListQuery(
+        status=status,
+        assignee=args.get("assignee", "").strip() if with_assignee else "",
+        q=q,
+        sort=args.get("sort", "").strip(),
+        page=int(page_text),
+    )
+
+
+# -- what a list page shows -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ListColumn:
+    """A column of a list table. ``key`` is ``id``, ``title``, ``type``, ``status``, ``assignee``,
+    ``due_date``, ``details`` or a data field; ``sort`` is what a click on its header sorts by."""
+
+    key: str
+    label: str
+    sort: str | None = None
+    is_field: bool = False
+
+
+@dataclass
+class Row:
+    item: Item
+    type: TrackerType
+    state: State | None
+    #: field name -> display text, only the fields the user may see
+    values: dict[str, str] = field(default_factory=dict)
+    #: (label, text) of the item type's list columns, for lists mixing types
+    details: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Item]
+    total: int
+    number: int
+    count: int
+
+    def links(self) -> list[int | None]:
+        """Page numbers to link to: the first, the last and two either side of this one;
+        None marks a gap."""
+        wanted = {1, self.count, *range(self.number - 2, self.number + 3)}
+        shown = sorted(n for n in wanted if 1 <= n <= self.count)
+        out: list[int | None] = []
+        for n in shown:
+            if out and n - (out[-1] or 0) > 1:
+                out.append(None)
+            out.append(n)
+        return out
+
+
+def fetch_page(service: ItemService, type_key: str | None, query: ListQuery, **fixed: Any) -> Page:
+    """One page of the list (``fixed`` filters win over the query's). Raises NotFound for a
+    page past the end, ValidationFailed for a sort or assignee the engine does not know."""
+    per_page = current_app.config["ITEMS_PER_PAGE"]
+    if query.page > MAX_PAGE:
+        raise _past_end(query.page, None)
+    found, total = service.list(
+        type_key,
+        sort=query.sort or None,
+        limit=per_page,
+        offset=(query.page - 1) * per_page,
+        **{**query.service_filters(), **fixed},
+    )
+    count = max((total + per_page - 1) // per_page, 1)
+    if query.page > count:
+        raise _past_end(query.page, count)
+    return Page(found, total, query.page, count)
+
+
+def _past_end(number: int, count: int | None) -> NotFound:
+    pages = f": this list has {count} page{'' if count == 1 else 's'}" if count else ""
+    return NotFound(f"There is no page {number} of this list{pages}.", "Go to page 1, or use the page links.")
+
+
+def display_text(tracker_type: TrackerType, data: dict, name: str) -> str:
+    value = field_value(data, name, tracker_type)
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, dict | list) else str(value)
+
+
+def make_row(service: ItemService, item: Item, fields: Iterable[str] = (), *, details: bool = False) -> Row:
+    tracker_type = service.type_of(item)
+    data = service.visible_data(item)
+    row = Row(item, tracker_type, service.workflow_of(item).state(item.status))
+    row.values = {name: display_text(tracker_type, data, name) for name in fields}
+    if details:
+        hidden = service.hidden_fields(tracker_type, item)
+        row.details = [
+            (field_label(name, tracker_type), display_text(tracker_type, data, name))
+            for name in tracker_type.list_columns
+            if not is_hidden(name, hidden) and get_path(data, name) not in (None, "")
+        ]
+    return row
+
+
+def active_users(selected: str) -> list[User]:
+    """Users for the assignee filter: the active ones, and the selected one even if inactive."""
+    return [u for u in runtime().users(db_session()).all_users() if u.active or u.username == selected]
+
+
+def _url_maker(endpoint: str, query: ListQuery, **fixed: Any) -> Callable[..., str]:
+    def url(**changes: Any) -> str:
+        return url_for(endpoint, **fixed, **query.args(**changes))
+
+    return url
+
+
+def _csv_response(export: CsvExport) -> Response:
+    """Stream the export. The request's session is closed at teardown, before the body is
+    sent; the rows reopen it, so the body closes it again when done (or abandoned)."""
+    session = db_session()
+
+    def body() -> Iterator[str]:
+        try:
+            yield from export.lines()
+        finally:
+            session.close()
+
+    return Response(
+        body(),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{export.filename}"'},
+    )
+
+
+# -- pages ----------------------------------------------------------------------------------------
 
 
 @bp.route("/")
@@ -64,15 +307,145 @@ def index():
 @bp.route("/types/<key>")
 @login_required
 def type_items(key: str):
-    per_page = current_app.config["ITEMS_PER_PAGE"]
-    page = max(request.args.get("page", 1, type=int), 1)
-    service = runtime().items(db_session(), current_user.actor)
-    tracker_type = runtime().registry.type(key)
-    found, total = service.list(key, limit=per_page, offset=(page - 1) * per_page)
-    pages = max((total + per_page - 1) // per_page, 1)
-    if page > pages:
-        abort(404)
-    workflow = runtime().registry.workflow_for(tracker_type)
+    registry = runtime().registry
+    tracker_type = registry.type(key)
+    workflow = registry.workflow_for(tracker_type)
+    actor = current_user.actor
+    service = runtime().items(db_session(), actor)
+    query = read_query(workflow.states)
+    page = fetch_page(service, key, query)
+    hidden = service.hidden_fields(tracker_type)
+    fields = [name for name in tracker_type.list_columns if not is_hidden(name, hidden)]
+    columns = [
+        ListColumn("id", "#", "id"),
+        ListColumn("title", "Title", "title"),
+        ListColumn("status", "Status", "status"),
+        *(ListColumn(name, field_label(name, tracker_type), name, is_field=True) for name in fields),
+        ListColumn("assignee", "Assignee"),
+    ]
+    if tracker_type.due_date:
+        columns.append(ListColumn("due_date", "Due", "due_date"))
+    url = _url_maker("lists.type_items", query, key=key)
     return render_template(
-        "type_items.html", type=tracker_type, workflow=workflow, items=found, total=total, page=page, pages=pages
+        "type_items.html",
+        type=tracker_type,
+        states=workflow.states,
+        query=query,
+        page=page,
+        columns=columns,
+        rows=[make_row(service, item, fields) for item in page.items],
+        users=active_users(query.assignee),
+        url=url,
+        clear_url=url_for("lists.type_items", key=key, **({"sort": query.sort} if query.sort else {})),
+        sees_all=isinstance(permissions.visible_clause(actor, tracker_type), True_),
+        may_create_type=permissions.allows(actor, tracker_type.create_capability, tracker_type),
+        may_export=permissions.allows(actor, "exports.bulk", tracker_type),
+        export_url=url_for("lists.export_type", key=key, **query.args(page=None)),
     )
+
+
+@bp.route("/types/<key>/export.csv")
+@login_required
+def export_type(key: str):
+    """The type's list as CSV: same filters and sort, every page (``exports.bulk`` only)."""
+    workflow = runtime().registry.workflow_for(runtime().registry.type(key))
+    query = read_query(workflow.states)
+    service = runtime().items(db_session(), current_user.actor)
+    return _csv_response(export_items(service, key, sort=query.sort or None, **query.service_filters()))
+
+
+def _my_states(*, offered: bool = False) -> list[State]:
+    """The states of every type the user may view, each key once, in workflow order; with
+    ``offered``, only those of the types the user has items assigned in (the checkboxes
+    offered on "My items"), so the filter lists what can match rather than every workflow."""
+    registry = runtime().registry
+    actor = current_user.actor
+    mine: set[str] | None = None
+    if offered:
+        stmt = select(Item.type_key).where(Item.assignee_id == actor.user_id).distinct()
+        mine = set(db_session().scalars(stmt))
+    seen: dict[str, State] = {}
+    for t in sorted(registry.types.values(), key=lambda t: t.name):
+        if permissions.allows(actor, "items.view", t) and (mine is None or t.key in mine):
+            for state in registry.workflow_for(t).states:
+                seen.setdefault(state.key, state)
+    return list(seen.values())
+
+
+@bp.route("/my")
+@login_required
+def my_items():
+    actor = current_user.actor
+    service = runtime().items(db_session(), actor)
+    query = read_query(_my_states(), with_assignee=False)
+    page = fetch_page(service, None, query, assignee="me")
+    offered = _my_states(offered=True)
+    states = offered + [s for s in _my_states() if s.key in query.status and s not in offered]
+    columns = [
+        ListColumn("id", "#", "id"),
+        ListColumn("title", "Title", "title"),
+        ListColumn("type", "Type"),
+        ListColumn("status", "Status", "status"),
+        ListColumn("details", "Details"),
+        ListColumn("due_date", "Due", "due_date"),
+    ]
+    url = _url_maker("lists.my_items", query)
+    return render_template(
+        "my_items.html",
+        states=states,
+        query=query,
+        page=page,
+        columns=columns,
+        rows=[make_row(service, item, details=True) for item in page.items],
+        url=url,
+        clear_url=url_for("lists.my_items", **({"sort": query.sort} if query.sort else {})),
+        may_export=permissions.allows(actor, "exports.bulk"),
+        export_url=url_for("lists.export_my", **query.args(page=None)),
+    )
+
+
+@bp.route("/my/export.csv")
+@login_required
+def export_my():
+    """The user's own items as CSV, across types (``exports.bulk`` only)."""
+    query = read_query(_my_states(), with_assignee=False)
+    service = runtime().items(db_session(), current_user.actor)
+    filters = {**query.service_filters(), "assignee": "me"}
+    return _csv_response(export_items(service, None, sort=query.sort or None, **filters))
+
+
+@dataclass
+class Match:
+    learner: Item
+    uln: str
+    date_of_birth: str
+    item_count: int
+
+
+@bp.route("/search")
+@login_required
+def search():
+    """Learners whose name or ULN contains ``q``, each with how many items the user can see about them."""
+    q = request.args.get("q", "").strip()
+    if len(q) > MAX_QUERY_LENGTH:
+        raise ValidationFailed(
+            [Problem("q", f"The search is {len(q)} characters long", "Search by a name or a 10-digit ULN.")],
+            "That search is too long.",
+        )
+    matches: list[Match] = []
+    limit = 20
+    if q:
+        service = runtime().items(db_session(), current_user.actor)
+        learner_type = runtime().registry.type("learner")
+        for learner in service.search_subjects("learner", q, limit=limit):
+            data = service.visible_data(learner)
+            _found, count = service.list(subject_id=learner.id, limit=0)
+            matches.append(
+                Match(
+                    learner,
+                    display_text(learner_type, data, "uln"),
+                    display_text(learner_type, data, "date_of_birth"),
+                    count,
+                )
+            )
+    return render_template("search.html", q=q, matches=matches, limit=limit)
