@@ -69,10 +69,22 @@ class TaskListService:
         return pairs
 
     def summary(self) -> list[dict[str, Any]]:
-        """``[{key, label, type, type_name, count}]`` for every visible task list."""
+        """``[{key, label, type, type_name, count}]`` for every visible task list.
+
+        Each list is still its own COUNT over its own index, but they travel together as
+        scalar subqueries of one statement: one round trip for the whole page.
+        """
+        pairs = self.visible()
+        if not pairs:
+            return []
+        counts = [
+            select(func.count()).select_from(Item).where(self.where(t, tl)).scalar_subquery().label(f"c{i}")
+            for i, (t, tl) in enumerate(pairs)
+        ]
+        row = self.session.execute(select(*counts)).one()
         return [
-            {"key": tl.key, "label": tl.label, "type": t.key, "type_name": t.name, "count": self.count(t, tl)}
-            for t, tl in self.visible()
+            {"key": tl.key, "label": tl.label, "type": t.key, "type_name": t.name, "count": row[i] or 0}
+            for i, (t, tl) in enumerate(pairs)
         ]
 
     def find(self, type_key: str, key: str) -> tuple[TrackerType, TaskList]:
