@@ -577,7 +577,14 @@ def _log_to_stderr() -> None:
 @cli.command()
 @click.option("--burst", is_flag=True, help="Stop once the queue is empty (for scripts and tests).")
 @click.option("--name", help="Worker name shown by RQ (default: generated).")
-def worker(burst: bool, name: str | None) -> None:
+@click.option(
+    "--fork/--no-fork",
+    default=True,
+    show_default=True,
+    help="Run each job in a forked work horse (rq's Worker), or in the worker process (rq's SimpleWorker: "
+    "keeps its database and SMTP connections between jobs, so it is several times faster).",
+)
+def worker(burst: bool, name: str | None, fork: bool) -> None:
     """Run an RQ worker that delivers notifications from TRACKER_REDIS_URL's queue.
 
     Run as many as you need; each takes its own jobs. Without Redis there is no queue:
@@ -603,7 +610,7 @@ def worker(burst: bool, name: str | None) -> None:
     click.echo(
         f"Worker listening on queue '{jobs.QUEUE_NAME}'" + (" until it is empty." if burst else " (Ctrl+C to stop).")
     )
-    jobs.run_worker(rt, burst=burst, name=name)
+    jobs.run_worker(rt, burst=burst, name=name, fork=fork)
 
 
 @cli.command()

@@ -47,22 +47,24 @@ def queue(url: str) -> Queue:
     return Queue(QUEUE_NAME, connection=redis_connection(url))
 
 
-def enqueue(url: str, ids: Iterable[int], *, at: dict[int, datetime] | None = None) -> int:
-    """Queue one ``deliver`` job per outbox id (at a later time for ids in ``at``) and return
-    how many were queued. Raises the Redis error when Redis cannot be reached."""
+def enqueue(url: str, ids: Iterable[int], *, at: datetime | None = None, per_job: int = 100) -> int:
+    """Queue ``deliver`` jobs for these outbox ids, up to ``per_job`` ids each (the rows
+    of one change travel together), at ``at`` if given; returns how many jobs were
+    queued. Raises the Redis error when Redis cannot be reached."""
+    ids = list(ids)
     q = queue(url)
-    count = 0
+    jobs = 0
     with q.connection.pipeline() as pipe:
-        for outbox_id in ids:
-            when = (at or {}).get(outbox_id)
-            description = f"deliver outbox row {outbox_id}"
-            if when is not None:
-                q.enqueue_at(when, deliver, outbox_id, description=description, result_ttl=300, pipeline=pipe)
+        for start in range(0, len(ids), per_job):
+            chunk = ids[start : start + per_job]
+            options = {"description": f"deliver outbox rows {chunk}", "result_ttl": 300, "pipeline": pipe}
+            if at is not None:
+                q.enqueue_at(at, deliver, *chunk, **options)
             else:
-                q.enqueue(deliver, outbox_id, description=description, result_ttl=300, pipeline=pipe)
-            count += 1
+                q.enqueue(deliver, *chunk, **options)
+            jobs += 1
         pipe.execute()
-    return count
+    return jobs
 
 
 class Dispatcher:
@@ -86,19 +88,20 @@ class Dispatcher:
 
 _runtime: Runtime | None = None
 _runtime_pid: int | None = None
+_relay = None
 
 
 def use_runtime(runtime: Runtime | None) -> None:
     """The Runtime jobs in this process use (``tracker worker`` and tests set it); without
     one, a job builds it from the ``TRACKER_*`` environment."""
-    global _runtime, _runtime_pid
-    _runtime, _runtime_pid = runtime, os.getpid()
+    global _runtime, _runtime_pid, _relay
+    _runtime, _runtime_pid, _relay = runtime, os.getpid(), None
 
 
 def current_runtime() -> Runtime:
     """This process's Runtime. In an RQ work-horse (a fork) the inherited database
     connections are dropped first, since they belong to the parent."""
-    global _runtime, _runtime_pid
+    global _runtime, _runtime_pid, _relay
     if _runtime is None:
         from engine.runtime import Runtime
 
@@ -106,25 +109,30 @@ def current_runtime() -> Runtime:
     assert _runtime is not None
     if _runtime_pid != os.getpid():
         _runtime.engine.dispose(close=False)
-        _runtime_pid = os.getpid()
+        _runtime_pid, _relay = os.getpid(), None
     return _runtime
 
 
-def deliver(outbox_id: int) -> str:
-    """RQ job: claim and deliver one outbox row. A row that failed is queued again for
-    when its retry is due; a row already delivered or held by another worker is left alone."""
+def _current_relay():
+    """One relay per worker process, so its SMTP connection serves job after job."""
+    global _relay
     rt = current_runtime()
-    stats = rt.relay().deliver_ids([outbox_id])
-    if outbox_id in stats.retry_at and rt.settings.redis_url:
+    if _relay is None:
+        _relay = rt.relay()
+    return _relay
+
+
+def deliver(*outbox_ids: int) -> str:
+    """RQ job: claim and deliver these outbox rows. A row that failed is queued again for
+    when its retry is due; rows already delivered or held by another worker are left alone."""
+    rt = current_runtime()
+    stats = _current_relay().deliver_ids(outbox_ids, keep_open=True)
+    for outbox_id, when in stats.retry_at.items():
         try:
-            enqueue(rt.settings.redis_url, [outbox_id], at={outbox_id: stats.retry_at[outbox_id]})
+            enqueue(rt.settings.redis_url, [outbox_id], at=when)
         except Exception as exc:  # noqa: BLE001 - the scheduler finds the row anyway
             log.warning("could not queue the retry of outbox row %s: %s", outbox_id, exc)
-    if stats.done:
-        return "done"
-    if stats.dead:
-        return "dead"
-    return "retry" if stats.retried else "skipped"
+    return f"{stats.done} done, {stats.retried} to retry, {stats.dead} dead-lettered of {len(outbox_ids)}"
 
 
 def stragglers(runtime: Runtime, now: datetime) -> list[int]:
@@ -141,6 +149,19 @@ def stragglers(runtime: Runtime, now: datetime) -> list[int]:
         return list(session.scalars(stmt.order_by(Outbox.id).limit(5000)))
 
 
+def warm_up(runtime: Runtime) -> None:
+    """Load what every job needs (definitions, the relay's modules, compiled e-mail
+    templates) once, before a forking worker starts: its work horses inherit them."""
+    from engine.mail import templates_for
+
+    _current_relay()
+    templates = templates_for(runtime.settings.instance_path)
+    for name in ("notification", "digest"):
+        for suffix in (".subject.txt", ".txt", ".html"):
+            templates.env.get_template(name + suffix)
+    _ = runtime.registry
+
+
 def run_worker(runtime: Runtime, *, burst: bool = False, name: str | None = None, fork: bool = True) -> bool:
     """Run an RQ worker on the tracker queue until stopped (or, with ``burst``, until the
     queue is empty); it also moves scheduled retries onto the queue when they are due.
@@ -148,6 +169,7 @@ def run_worker(runtime: Runtime, *, burst: bool = False, name: str | None = None
     from rq import SimpleWorker, Worker
 
     use_runtime(runtime)
+    warm_up(runtime)
     url = runtime.settings.redis_url
     cls = Worker if fork else SimpleWorker
     worker = cls([queue(url)], connection=redis_connection(url), name=name)
@@ -209,7 +231,9 @@ class Scheduler:
         try:
             if rt.settings.redis_url:
                 ids = stragglers(rt, now)
-                report.queued = enqueue(rt.settings.redis_url, ids) if ids else 0
+                if ids:
+                    enqueue(rt.settings.redis_url, ids, per_job=20)
+                report.queued = len(ids)
             else:
                 report.relayed = rt.relay(clock=self.clock).run_until_empty().claimed
         except Exception as exc:  # noqa: BLE001

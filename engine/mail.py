@@ -7,6 +7,7 @@ has ``NAME.subject.txt``, ``NAME.txt`` (plain text) and ``NAME.html``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import smtplib
@@ -187,6 +188,14 @@ class MailTemplates:
         text = self.env.get_template(f"{name}.txt").render(context)
         html = self.env.get_template(f"{name}.html").render(context)
         return " ".join(subject.split())[:250], text, html
+
+
+@functools.lru_cache(maxsize=8)
+def templates_for(instance_path: Path | None) -> MailTemplates:
+    """One template environment per instance folder and process: Jinja compiles each
+    template once, and again when its file changes; a newly added override is used after
+    a restart."""
+    return MailTemplates(instance_path)
 
 
 def message_id(key: str, mail_from: str) -> str:

@@ -30,7 +30,7 @@ from engine import permissions
 from engine.config import Settings
 from engine.definitions.model import Registry
 from engine.errors import NotFound, Problem, ValidationFailed
-from engine.mail import Mailer, MailError, MailTemplates, build_message, message_id
+from engine.mail import Mailer, MailError, MailTemplates, build_message, message_id, templates_for
 from engine.models import (
     Delivery,
     Item,
@@ -350,7 +350,7 @@ class Notifier:
         self.settings = settings
         self.mailer = mailer
         self.channels = channels or default_channels()
-        self.templates = templates or MailTemplates(settings.instance_path)
+        self.templates = templates or templates_for(settings.instance_path)
         self.clock = clock
 
     def context(self) -> DeliveryContext:

@@ -165,8 +165,9 @@ class Relay:
 
     # -- running -------------------------------------------------------------------------------
 
-    def deliver_ids(self, ids: Iterable[int]) -> RelayStats:
-        """Claim and deliver these rows, if they are due and nobody holds them."""
+    def deliver_ids(self, ids: Iterable[int], *, keep_open: bool = False) -> RelayStats:
+        """Claim and deliver these rows, if they are due and nobody holds them.
+        ``keep_open`` keeps the SMTP connection for the next call (a worker's next job)."""
         ids = list(ids)
         stats = RelayStats()
         if not ids:
@@ -175,7 +176,8 @@ class Relay:
             for start in range(0, len(ids), 200):
                 claimed = self.claim(session, limit=200, ids=ids[start : start + 200])
                 stats.add(self._process_all(session, claimed))
-        self.close()
+        if not keep_open:
+            self.close()
         return stats
 
     def run_once(self, limit: int = 50) -> RelayStats:

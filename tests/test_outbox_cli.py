@@ -118,6 +118,10 @@ def test_with_redis_the_cli_queues_and_tracker_worker_delivers(run, smtp, notify
     [mail] = smtp.to("bob@tracker.test")
     assert mail["Subject"] == "[Tracker] system assigned Queued to you"
     assert "0 waiting" in run("outbox", "list").stdout
+    data = '{"topic": "Simple"}'
+    run("items", "create", "--type", "meeting", "--data", data, "--assignee", "bob", TRACKER_REDIS_URL=notify_redis_url)
+    run("worker", "--burst", "--no-fork", TRACKER_REDIS_URL=notify_redis_url)
+    assert smtp.to("bob@tracker.test")[-1]["Subject"] == "[Tracker] system assigned Simple to you"
 
 
 def _long(iso: str) -> str:
