@@ -189,7 +189,11 @@ def test_types_lists_what_the_caller_may_view(call):
         "subject": "learner",
         "workflow": "safeguarding",
         "description": "",
+        "can_create": True,
     }
+    assert not next(t for t in call("mona", "GET", "/api/v1/types").json if t["key"] == "concern")["can_create"]
+    automation = next(t for t in listed if t["key"] == "process_automation")
+    assert automation["can_create"] is False  # that needs automation.create
     assert call("penny", "GET", "/api/v1/types").json == []
 
 
@@ -197,6 +201,7 @@ def test_one_type_with_its_schema_and_workflow(call):
     response = call("clara", "GET", "/api/v1/types/concern")
     assert response.status_code == 200
     body = response.json
+    assert body["can_create"] is True
     assert body["schema"]["properties"]["reference"]["pattern"] == "^SC-[0-9]{4}$"
     assert body["workflow"]["key"] == "safeguarding"
     assert [s["key"] for s in body["workflow"]["states"]] == ["new", "investigating", "closed", "withdrawn"]

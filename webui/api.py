@@ -482,7 +482,8 @@ def item_json(service: ItemService, item: Item, *, detail: bool = False) -> dict
     return out
 
 
-def type_summary(tracker_type: TrackerType) -> dict:
+def type_summary(service: ItemService, tracker_type: TrackerType) -> dict:
+    """A type as ``GET /types`` lists it; ``can_create`` says whether the caller may create one."""
     return {
         "key": tracker_type.key,
         "name": tracker_type.name,
@@ -491,6 +492,7 @@ def type_summary(tracker_type: TrackerType) -> dict:
         "subject": tracker_type.subject,
         "workflow": tracker_type.workflow,
         "description": tracker_type.description,
+        "can_create": service.may_create(tracker_type),
     }
 
 
@@ -648,9 +650,9 @@ def openapi_document():
 )
 def list_types():
     """Every tracker type whose items the caller may view, subject types (learner, employer) first."""
-    registry = runtime().registry
+    registry, service = runtime().registry, items_service()
     shown = [t for t in registry.types.values() if permissions.allows(actor(), "items.view", t)]
-    return jsonify([type_summary(t) for t in sorted(shown, key=lambda t: (t.kind != "subject", t.key))])
+    return jsonify([type_summary(service, t) for t in sorted(shown, key=lambda t: (t.kind != "subject", t.key))])
 
 
 @operation(
@@ -668,7 +670,7 @@ def get_type(key: str):
     tracker_type = registry.type(key)
     permissions.require(actor(), "items.view", tracker_type)
     return {
-        **type_summary(tracker_type),
+        **type_summary(items_service(), tracker_type),
         "schema": tracker_type.schema,
         "workflow": workflow_json(registry.workflow_for(tracker_type)),
     }

@@ -30,6 +30,7 @@ _TYPE_FIELDS = {
     "kind": {"enum": ["tracker", "subject", "automation"]},
     "subject": {"enum": ["learner", "employer", "none"]},
     "description": {"type": "string"},
+    "can_create": {"type": "boolean", "description": "Whether the caller may create items of this type."},
 }
 
 #: Response bodies, by name; operations name theirs in ``ok``.
@@ -128,7 +129,7 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
     },
     "TypeSummary": {
         "type": "object",
-        "required": ["key", "name", "version", "kind", "subject", "workflow", "description"],
+        "required": ["key", "name", "version", "kind", "subject", "workflow", "description", "can_create"],
         "properties": {**_TYPE_FIELDS, "workflow": {"type": "string", "description": "The workflow's key."}},
     },
     "TypeList": {"type": "array", "items": _ref("TypeSummary")},
@@ -170,7 +171,7 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
     },
     "TypeDetail": {
         "type": "object",
-        "required": ["key", "name", "version", "kind", "subject", "workflow", "description", "schema"],
+        "required": ["key", "name", "version", "kind", "subject", "workflow", "description", "can_create", "schema"],
         "properties": {
             **_TYPE_FIELDS,
             "schema": {"type": "object", "description": "The JSON Schema (draft 2020-12) of the items' data."},
