@@ -50,7 +50,8 @@ def app(tmp_path, db_url):
             user.grants = [RoleGrant(role=role)]
             session.add(user)
         session.commit()
-    return app
+    yield app
+    app.extensions["tracker"].engine.dispose()  # give the database connections back now
 
 
 @pytest.fixture
