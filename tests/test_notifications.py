@@ -240,3 +240,79 @@ def test_reminder_definitions_are_checked(tmp_path):
     assert "'topic' is not a date property" in text
     assert "role 'nope' does not exist" in text
     assert "field 'missing' is not a property of schema.json" in text
+
+
+def test_an_admin_overrides_an_email_template_from_the_instance_folder(tmp_path, db_url, smtp):
+    from engine.runtime import Runtime
+    from tests.notify_helpers import make_settings
+
+    folder = tmp_path / "templates" / "email"
+    folder.mkdir(parents=True)
+    (folder / "notification.subject.txt").write_text("Tracker says: {{ text }}")
+    (folder / "notification.txt").write_text("Dear {{ recipient }}, {{ text }}: {{ url }}\n")
+    runtime = Runtime(make_settings(tmp_path, db_url, smtp_url=smtp.url))
+    people(runtime)
+    with runtime.session() as session:
+        item = service(runtime, session, "alice").create("meeting", {"topic": "Custom"}, assignee="bob")
+    [mail] = smtp.messages
+    assert mail["Subject"] == "Tracker says: alice assigned Custom to you"
+    body = mail.get_body(("plain",)).get_content()
+    assert body.strip() == f"Dear Bob, alice assigned Custom to you: {BASE_URL}/items/{item.id}"
+    assert "Choose what Tracker sends you" in mail.get_body(("html",)).get_content()  # the built-in HTML
+    runtime.engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("smtp://mail.internal", ("mail.internal", 25, None, None, False, False)),
+        ("smtp://me:p%40ss@mail.internal:587?starttls", ("mail.internal", 587, "me", "p@ss", True, False)),
+        ("smtps://mail.internal", ("mail.internal", 465, None, None, False, True)),
+    ],
+)
+def test_smtp_url_settings(url, expected):
+    from engine.mail import SmtpConfig
+
+    c = SmtpConfig.from_url(url)
+    assert (c.host, c.port, c.username, c.password, c.starttls, c.tls) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mail.internal:25", "is not an SMTP address"),
+        ("http://mail.internal", "is not an SMTP address"),
+        ("smtp://me:secret@mail.internal:port", "has a port that is not a number"),
+        ("smtp://mail.internal?tls=yes", "has unknown options: tls"),
+        ("smtp://mail.internal?timeout=soon", "timeout in TRACKER_SMTP_URL is not a number"),
+    ],
+)
+def test_smtp_url_mistakes_are_explained_without_the_password(url, message):
+    from engine.errors import TrackerError
+    from engine.mail import SmtpConfig
+
+    with pytest.raises(TrackerError, match=message) as excinfo:
+        SmtpConfig.from_url(url)
+    assert "secret" not in excinfo.value.message
+    assert "smtp://" in excinfo.value.advice
+
+
+def test_mail_and_digest_settings_from_the_environment(tmp_path):
+    from engine.config import Settings
+    from engine.errors import TrackerError
+
+    env = {"TRACKER_INSTANCE_PATH": str(tmp_path), "TRACKER_SECRET_KEY": "x"}
+    defaults = Settings.from_env(env)
+    assert (defaults.smtp_url, defaults.mail_from, defaults.digest_hour) == ("", "Tracker <tracker@localhost>", 7)
+    chosen = Settings.from_env(
+        {
+            **env,
+            "TRACKER_SMTP_URL": " smtp://mail:25 ",
+            "TRACKER_MAIL_FROM": "Ops <ops@x.test>",
+            "TRACKER_DIGEST_HOUR": "18",
+        }
+    )
+    assert (chosen.smtp_url, chosen.mail_from, chosen.digest_hour) == ("smtp://mail:25", "Ops <ops@x.test>", 18)
+    for bad in ("24", "-1", "seven"):
+        with pytest.raises(TrackerError, match="TRACKER_DIGEST_HOUR is not an hour of the day"):
+            Settings.from_env({**env, "TRACKER_DIGEST_HOUR": bad})
