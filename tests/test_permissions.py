@@ -71,3 +71,13 @@ def test_unknown_user_in_as(service_for, system):
 
     with pytest.raises(NotFound, match="no user 'ghost'"):
         UserService(system.session, system.registry).get("ghost")
+
+
+def test_automation_creator_creates_process_automations(make_user, service_for):
+    from tests.test_examples import valid_data
+
+    creator = service_for(make_user("alex", "automation_creator"))
+    item = creator.create("process_automation", valid_data("process_automation"))
+    assert item.created_by_id == creator.actor.user_id
+    with pytest.raises(PermissionDenied):
+        creator.create("apprenticeship", {})
