@@ -36,6 +36,7 @@ format: $(STAMP)
 ## bench: figures for the README and issue notes (not part of the test suite)
 bench: $(STAMP)
 	$(BIN)/python bench/create_items.py
+	$(BIN)/python bench/notifications.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache

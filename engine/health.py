@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select
-
-from engine import db
-from engine.models import Outbox
+from engine import db, outbox
 from engine.runtime import Runtime
 
 
@@ -37,8 +34,8 @@ def check(runtime: Runtime) -> Health:
         )
         if revision:
             with runtime.session() as session:
-                pending = session.scalar(select(func.count()).select_from(Outbox).where(Outbox.status == "pending"))
-                dead = session.scalar(select(func.count()).select_from(Outbox).where(Outbox.status == "dead"))
+                counts = outbox.counts(session)  # "pending" includes rows being delivered
+                pending, dead = counts["pending"], counts["dead"]
             health.checks.append(Check("outbox", not dead, f"{pending} pending, {dead} dead-lettered"))
     except Exception as exc:  # noqa: BLE001 - the point is to report it
         health.checks.append(Check("database", False, f"unreachable: {exc}"))

@@ -327,7 +327,7 @@ class Notifier:
 
     Args:
         session: used and committed as deliveries are recorded.
-        registry: definitions, to check that watchers may still view the item.
+        registry: the definitions, for channels that need them.
         settings: base URL for links, sender address, instance folder for templates.
         mailer: None when no SMTP server is configured (e-mail is then not used).
         channels: defaults to the inbox and e-mail.
