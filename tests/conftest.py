@@ -38,6 +38,29 @@ def service_missing(what: str, error: Exception) -> None:
     pytest.skip(message)
 
 
+# -- connections ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _close_runtime_connections(monkeypatch):
+    """Every Runtime a test builds (an app, a CLI runner) gives its connections back at the
+    end of the test, so a long run never exhausts PostgreSQL's connection slots."""
+    from engine.runtime import Runtime
+
+    built: list[Runtime] = []
+    original = Runtime.__init__
+
+    def recording_init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        built.append(self)
+
+    monkeypatch.setattr(Runtime, "__init__", recording_init)
+    yield
+    for runtime in built:
+        if "engine" in runtime.__dict__:  # only what was actually opened
+            runtime.engine.dispose()
+
+
 # -- databases ------------------------------------------------------------------------------------
 
 
