@@ -8,21 +8,24 @@ import re
 import pytest
 
 from engine.models import User
-from tests.webhelpers import (  # noqa: F401 - cheap_hashing is an autouse fixture
+from tests import webhelpers
+from tests.webhelpers import (
     PASSWORD,
-    cheap_hashing,
     create_users,
     enrol,
-    make_app,
     password_step,
     post,
     sign_in,
 )
 
+#: fixtures from tests/webhelpers.py (cheap_hashing is autouse)
+cheap_hashing = webhelpers.cheap_hashing
+new_app = webhelpers.new_app
+
 
 @pytest.fixture
-def app(tmp_path, db_url):
-    app = make_app(tmp_path, db_url)
+def app(new_app):
+    app = new_app()
     create_users(app, root=["admin"], ann=["manager"], cass=["caseworker", "dsl"])
     return app
 

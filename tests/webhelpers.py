@@ -42,6 +42,23 @@ def make_app(tmp_path: Path, db_url: str, **config: Any) -> Flask:
     return create_app({"TESTING": True, "TRACKER_SETTINGS": settings, **config})
 
 
+@pytest.fixture
+def new_app(tmp_path, db_url):
+    """Make apps on the test database; their connection pools are closed at teardown, so a
+    long run does not use up PostgreSQL's connections."""
+    made: list[Flask] = []
+
+    def make(**config: Any) -> Flask:
+        made.append(make_app(tmp_path, db_url, **config))
+        return made[-1]
+
+    yield make
+    for app in made:
+        runtime = app.extensions["tracker"]
+        if "engine" in runtime.__dict__:
+            runtime.engine.dispose()
+
+
 def csrf(client: FlaskClient, url: str) -> str:
     page = client.get(url).get_data(as_text=True)
     return re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page).group(1)
