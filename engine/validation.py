@@ -76,10 +76,9 @@ def choices(schema: dict) -> list[tuple[Any, str]] | None:
     return None
 
 
-def _label(error: ValidationError, name: str | None = None) -> str:
+def _label(error: ValidationError, name: str | None = None, sub: Any = None) -> str:
     path = list(error.absolute_path)
     if name is not None:
-        sub = (error.schema.get("properties") or {}).get(name, {})
         title = sub.get("title") if isinstance(sub, dict) else None
         path.append(name)
     else:
@@ -98,8 +97,9 @@ def _describe_choices(options: list[tuple[Any, str]]) -> str:
     return ", ".join(shown) + more
 
 
-def to_problem(error: ValidationError) -> Problem:
-    """One jsonschema error as a Problem in plain words."""
+def to_problem(error: ValidationError, root: dict | None = None) -> Problem:
+    """One jsonschema error as a Problem in plain words. ``root`` (the whole schema) names a
+    field that a ``then``/``else`` branch requires by the title its object declares."""
     schema = error.schema if isinstance(error.schema, dict) else {}
     path = pointer(error.absolute_path)
     advice = schema.get("x-advice", "")
@@ -108,15 +108,19 @@ def to_problem(error: ValidationError) -> Problem:
 
     if kind == "required":
         name = error.message.split("'")[1] if "'" in error.message else ""
-        sub = (schema.get("properties") or {}).get(name, {})
-        label = _label(error, name)
+        sub = (schema.get("properties") or {}).get(name)
+        if not isinstance(sub, dict) and root is not None:
+            dotted = ".".join([*(str(p) for p in error.absolute_path if not isinstance(p, int)), name])
+            sub = schema_at(root, dotted)
+        sub = sub if isinstance(sub, dict) else {}
+        label = _label(error, name, sub)
         return Problem(
             f"{path}/{name}",
             f"{label} is required",
             (sub.get("x-advice") if isinstance(sub, dict) else "") or f"Fill in {label}.",
         )
     if kind in ("oneOf", "anyOf") and choices(schema) is None and error.context:
-        return to_problem(best_match(error.context))
+        return to_problem(best_match(error.context), root)
     options = choices(schema)
     if kind in ("enum", "oneOf", "anyOf", "const") and options is not None:
         message = f"{label} must be one of: {_describe_choices(options)}"
@@ -168,7 +172,7 @@ def schema_problems(validator: Draft202012Validator, data: Any) -> list[Problem]
     seen: set[tuple[str, str]] = set()
     problems = []
     for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.path))):
-        problem = to_problem(error)
+        problem = to_problem(error, validator.schema)
         if (problem.path, problem.message) not in seen:
             seen.add((problem.path, problem.message))
             problems.append(problem)

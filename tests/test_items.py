@@ -81,6 +81,19 @@ def test_missing_required_field_names_the_field(system, learner):
     }
 
 
+def test_field_a_condition_requires_is_named_by_its_title(system, learner):
+    """A ``then`` branch requires a field its object declares: the problem uses that field's
+    title and advice, not its key."""
+    data = {"standard_code": 298, "employer_name": "Acme Ltd", "english_maths_met": False}
+    with pytest.raises(ValidationFailed) as excinfo:
+        system.create("apprenticeship", data, subject_id=learner.id)
+    [problem] = excinfo.value.problems
+    assert (problem.path, problem.message) == ("/english_maths_plan", "Plan to achieve English and maths is required")
+    assert problem.advice.startswith("Describe the qualification still needed")
+    item = system.create("apprenticeship", {**data, "english_maths_met": True}, subject_id=learner.id)
+    assert item.data["english_maths_met"] is True
+
+
 def test_rule_error_refuses_and_warning_is_stored(system, learner):
     with pytest.raises(ValidationFailed) as excinfo:
         system.create("concern", {**CONCERN, "severity": "high"}, subject_id=learner.id)
