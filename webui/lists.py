@@ -26,6 +26,7 @@ from engine.errors import NotFound, Problem, ValidationFailed
 from engine.models import Item, User
 from engine.services.exports import CsvExport, export_items, is_hidden
 from engine.services.items import ItemService
+from engine.tasklists import TaskListService
 from engine.validation import choices, get_path, humanize_label, schema_at
 from webui import db_session, runtime
 
@@ -301,7 +302,60 @@ def index():
                 "states": [(s, counts.get(s.key, 0)) for s in wf.states],
             }
         )
-    return render_template("index.html", rows=rows)
+    return render_template("index.html", rows=rows, summary=summary_groups(registry, session, actor))
+
+
+def summary_groups(registry, session, actor) -> list[dict[str, Any]]:
+    """The performance summary: the task lists the actor may see with their counts, grouped
+    by type in definition order, ``[{type, type_name, lists: [{key, label, count}]}]``."""
+    groups: dict[str, dict[str, Any]] = {}
+    for entry in TaskListService(session, actor, registry).summary():
+        group = groups.setdefault(entry["type"], {"type": entry["type"], "type_name": entry["type_name"], "lists": []})
+        group["lists"].append(entry)
+    return list(groups.values())
+
+
+@bp.route("/tasklists/<type_key>/<key>")
+@login_required
+def tasklist_items(type_key: str, key: str):
+    """Exactly the items a summary count counts, a page at a time, with the type list's
+    columns. A list the user's roles may not see is a 404, as if it did not exist."""
+    registry = runtime().registry
+    session = db_session()
+    actor = current_user.actor
+    tasklists = TaskListService(session, actor, registry)
+    tracker_type, tasklist = tasklists.find(type_key, key)
+    query = ListQuery(page=read_query((), with_assignee=False).page)  # a task list has its own filter
+    per_page = current_app.config["ITEMS_PER_PAGE"]
+    if query.page > MAX_PAGE:
+        raise _past_end(query.page, None)
+    found, total = tasklists.items(type_key, key, limit=per_page, offset=(query.page - 1) * per_page)
+    count = max((total + per_page - 1) // per_page, 1)
+    if query.page > count:
+        raise _past_end(query.page, count)
+    page = Page(found, total, query.page, count)
+    service = runtime().items(session, actor)
+    hidden = service.hidden_fields(tracker_type)
+    fields = [name for name in tracker_type.list_columns if not is_hidden(name, hidden)]
+    columns = [
+        ListColumn("id", "#"),
+        ListColumn("title", "Title"),
+        ListColumn("status", "Status"),
+        *(ListColumn(name, field_label(name, tracker_type), is_field=True) for name in fields),
+        ListColumn("assignee", "Assignee"),
+    ]
+    if tracker_type.due_date:
+        columns.append(ListColumn("due_date", "Due"))
+    return render_template(
+        "tasklist_items.html",
+        type=tracker_type,
+        tasklist=tasklist,
+        query=query,
+        page=page,
+        columns=columns,
+        rows=[make_row(service, item, fields) for item in page.items],
+        url=_url_maker("lists.tasklist_items", query, type_key=type_key, key=key),
+    )
 
 
 @bp.route("/types/<key>")

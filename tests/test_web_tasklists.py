@@ -1,0 +1,135 @@
+"""The performance summary on the home page and the task-list pages its counts link to."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from engine.config import Settings
+from engine.permissions import Actor
+from engine.services import ItemService
+from tests.conftest import LEARNER, TEST_DEFINITIONS
+from webui import create_app
+
+PASSWORD = "tasklist-password-1"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "data"
+
+
+@pytest.fixture(autouse=True)
+def quick_hashing(monkeypatch):
+    """Cheap argon2 parameters: password strength is not what these tests check."""
+    from argon2 import PasswordHasher
+
+    monkeypatch.setattr("engine.services.users._hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+
+
+@pytest.fixture
+def app(tmp_path, db_url):
+    settings = Settings(
+        instance_path=tmp_path, database_url=db_url, definitions_path=[TEST_DEFINITIONS], secret_key="test-secret"
+    )
+    app = create_app({"TESTING": True, "TRACKER_SETTINGS": settings, "ITEMS_PER_PAGE": 2})
+    yield app
+    runtime = app.extensions["tracker"]
+    if "engine" in runtime.__dict__:
+        runtime.engine.dispose()
+
+
+def example(type_key: str) -> dict:
+    return json.loads((EXAMPLES / type_key / "valid.json").read_text())
+
+
+@pytest.fixture
+def data(app):
+    """Five compliance records with signup paperwork incomplete (two by the assessor "asa"),
+    one complete; and two apprenticeships past their planned end, one assigned to "asa"."""
+    rt = app.extensions["tracker"]
+    with rt.session() as session:
+        users = rt.users(session)
+        for name, roles in {"mona": ["manager"], "asa": ["assessor"], "cath": ["tracker_creator"]}.items():
+            users.create(name, roles, password=PASSWORD)
+        session.commit()
+        system = ItemService(session, Actor.system(), rt.registry)
+        learner = system.create("learner", LEARNER).id
+        incomplete = {**example("compliance"), "signup_paperwork_complete": False}
+        ids = [system.create("compliance", incomplete, subject_id=learner).id for _ in range(3)]
+        ids += [system.create("compliance", incomplete, subject_id=learner, assignee="asa").id for _ in range(2)]
+        system.create("compliance", example("compliance"), subject_id=learner)
+        late = {**example("apprenticeship"), "planned_end_date": "2026-10-01"}
+        overdue = [system.create("apprenticeship", late, subject_id=learner, assignee=who).id for who in ("asa", None)]
+        session.commit()
+        return {"learner": learner, "incomplete": ids, "overdue": overdue}
+
+
+def login(app, username: str):
+    client = app.test_client()
+    page = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page).group(1)
+    response = client.post("/login", data={"username": username, "password": PASSWORD, "csrf_token": token})
+    assert response.status_code == 302, response.get_data(as_text=True)
+    return client
+
+
+def summary_counts(html: str) -> dict[str, int]:
+    """``{"/tasklists/type/key": count}`` of the summary's links."""
+    return {url: int(n) for url, n in re.findall(r'<a href="(/tasklists/[^"?]+)"[^>]*data-count="(\d+)"', html)}
+
+
+def listed(client, url: str) -> list[int]:
+    """Every item id on every page of a task-list page."""
+    ids: list[int] = []
+    page = 1
+    while True:
+        html = client.get(url, query_string={"page": page} if page > 1 else {}).get_data(as_text=True)
+        body = html.split("<tbody>", 1)[1].split("</tbody>", 1)[0] if "<tbody>" in html else ""
+        ids += [int(n) for n in re.findall(r'<a href="/items/(\d+)">', body)]
+        if 'rel="next"' not in html:
+            return ids
+        page += 1
+
+
+def test_summary_counts_equal_the_rows_of_their_lists(app, data):
+    client = login(app, "mona")
+    html = client.get("/").get_data(as_text=True)
+    assert "Performance summary" in html
+    counts = summary_counts(html)
+    assert counts["/tasklists/compliance/signup_incomplete"] == 5
+    assert counts["/tasklists/apprenticeship/overdue_completion"] == 2
+    for url, count in counts.items():
+        assert len(listed(client, url)) == count, url
+    assert sorted(listed(client, "/tasklists/compliance/signup_incomplete")) == sorted(data["incomplete"])
+    assert "Items by type and state" in html  # the per-state counts stay below
+
+
+def test_scoped_user_counts_only_their_own_items(app, data):
+    client = login(app, "asa")
+    html = client.get("/").get_data(as_text=True)
+    counts = summary_counts(html)
+    assert counts["/tasklists/apprenticeship/overdue_completion"] == 1
+    assert "/tasklists/compliance/signup_incomplete" not in counts  # not one of the assessor's lists
+    assert listed(client, "/tasklists/apprenticeship/overdue_completion") == [data["overdue"][0]]
+
+
+def test_a_list_the_roles_may_not_see_is_not_found(app, data):
+    client = login(app, "asa")
+    response = client.get("/tasklists/compliance/signup_incomplete")
+    assert response.status_code == 404
+    assert "There is no task list" in response.get_data(as_text=True)
+    assert login(app, "mona").get("/tasklists/compliance/no_such_list").status_code == 404
+
+
+def test_task_list_pages_and_bad_paging(app, data):
+    client = login(app, "cath")
+    first = client.get("/tasklists/compliance/signup_incomplete").get_data(as_text=True)
+    assert "5 items, page 1 of 3" in first
+    assert client.get("/tasklists/compliance/signup_incomplete?page=4").status_code == 404
+    assert client.get("/tasklists/compliance/signup_incomplete?page=x").status_code == 422
+
+
+def test_an_empty_list_says_so(app, data):
+    client = login(app, "mona")
+    html = client.get("/tasklists/compliance/awaiting_approval").get_data(as_text=True)
+    assert "Nothing in this list" in html
