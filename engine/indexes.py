@@ -23,7 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from engine.definitions.model import Registry, TaskList, TrackerType
-from engine.tasklists import date_key, generated_column, json_text, relative_fields, static_filter
+from engine.tasklists import all_tasklists, date_key, generated_column, json_text, relative_fields, static_filter
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def wanted(registry: Registry, dialect) -> list[DerivedIndex]:
     ("due in 10/30/60 days") share one."""
     found: dict[str, DerivedIndex] = {}
     for tracker_type in registry.types.values():
-        for tasklist in tracker_type.tasklists:
+        for tasklist in all_tasklists(tracker_type):
             index = index_for(registry, tracker_type, tasklist, dialect)
             found.setdefault(index.name, index)
     return list(found.values())

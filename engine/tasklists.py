@@ -25,6 +25,30 @@ from engine.permissions import Actor
 from engine.sandbox import relative_date
 from engine.validation import schema_at
 
+#: the key of the built-in "<Type> with problems to fix" list; a definition's own list with
+#: this key replaces it
+PROBLEMS_KEY = "problems"
+
+
+def problems_list(tracker_type: TrackerType) -> TaskList | None:
+    """The built-in list of a type's items with stored warnings (``problem_count > 0``), for
+    a type that has at least one warning rule; None for the others."""
+    if not any(rule.severity == "warning" for rule in tracker_type.rules):
+        return None
+    if any(tasklist.key == PROBLEMS_KEY for tasklist in tracker_type.tasklists):
+        return None
+    return TaskList(PROBLEMS_KEY, f"{tracker_type.name} with problems to fix")
+
+
+def is_problems_list(tracker_type: TrackerType, tasklist: TaskList) -> bool:
+    return tasklist.key == PROBLEMS_KEY and tasklist not in tracker_type.tasklists
+
+
+def all_tasklists(tracker_type: TrackerType) -> list[TaskList]:
+    """The type's task lists: those of its definition, then the built-in problems list."""
+    built_in = problems_list(tracker_type)
+    return [*tracker_type.tasklists, *([built_in] if built_in else [])]
+
 
 class TaskListService:
     """Counts and lists of the task lists an actor may see.
@@ -63,7 +87,7 @@ class TaskListService:
         for tracker_type in self.registry.types.values():
             if not permissions.allows(self.actor, "items.view", tracker_type):
                 continue
-            for tasklist in tracker_type.tasklists:
+            for tasklist in all_tasklists(tracker_type):
                 if self.actor.is_admin or not tasklist.roles or self.actor.role_keys & set(tasklist.roles):
                     pairs.append((tracker_type, tasklist))
         return pairs
@@ -159,6 +183,8 @@ def static_filter(registry: Registry, tracker_type: TrackerType, tasklist: TaskL
         return cached[1]
     workflow = registry.workflow_for(tracker_type)
     clauses = [Item.type_key == tracker_type.key]
+    if is_problems_list(tracker_type, tasklist):
+        clauses.append(Item.problem_count > 0)
     if tasklist.statuses or tasklist.status_categories:
         states = list(dict.fromkeys([*tasklist.statuses, *workflow.states_in(tasklist.status_categories)]))
         clauses.append(Item.status.in_(states))

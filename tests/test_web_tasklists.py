@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from engine import indexes
 from engine.config import Settings
+from engine.models import Item
 from engine.permissions import Actor
 from engine.services import ItemService
+from engine.tasklists import PROBLEMS_KEY, TaskListService
 from tests.conftest import LEARNER, TEST_DEFINITIONS
 from webui import create_app
 
@@ -45,7 +48,8 @@ def example(type_key: str) -> dict:
 @pytest.fixture
 def data(app):
     """Five compliance records with signup paperwork incomplete (two by the assessor "asa"),
-    one complete; and two apprenticeships past their planned end, one assigned to "asa"."""
+    one complete, one complete with a warning (no prior attainment evidence);
+    and two apprenticeships past their planned end, one assigned to "asa"."""
     rt = app.extensions["tracker"]
     with rt.session() as session:
         users = rt.users(session)
@@ -58,10 +62,12 @@ def data(app):
         ids = [system.create("compliance", incomplete, subject_id=learner).id for _ in range(3)]
         ids += [system.create("compliance", incomplete, subject_id=learner, assignee="asa").id for _ in range(2)]
         system.create("compliance", example("compliance"), subject_id=learner)
+        no_evidence = {**example("compliance"), "prior_attainment_evidence": False}  # a warning rule fails
+        warned = system.create("compliance", no_evidence, subject_id=learner).id
         late = {**example("apprenticeship"), "planned_end_date": "2026-10-01"}
         overdue = [system.create("apprenticeship", late, subject_id=learner, assignee=who).id for who in ("asa", None)]
         session.commit()
-        return {"learner": learner, "incomplete": ids, "overdue": overdue}
+        return {"learner": learner, "incomplete": ids, "overdue": overdue, "warned": warned}
 
 
 def login(app, username: str):
@@ -133,3 +139,32 @@ def test_an_empty_list_says_so(app, data):
     client = login(app, "mona")
     html = client.get("/tasklists/compliance/awaiting_approval").get_data(as_text=True)
     assert "Nothing in this list" in html
+
+
+def test_items_with_problems_is_a_built_in_list(app, data):
+    rt = app.extensions["tracker"]
+    with rt.session() as session:
+        service = TaskListService(session, Actor.system(), rt.registry)
+        assert session.get(Item, data["warned"]).problem_count > 0
+        entries = {(e["type"], e["key"]): e for e in service.summary()}
+        problems = entries[("compliance", PROBLEMS_KEY)]
+        assert problems["label"].endswith(" with problems to fix")
+        assert problems["count"] == 1
+        for tracker_type in rt.registry.types.values():  # exactly the types with a warning rule
+            warns = any(rule.severity == "warning" for rule in tracker_type.rules)
+            assert ((tracker_type.key, PROBLEMS_KEY) in entries) == warns, tracker_type.key
+        assert not all(any(r.severity == "warning" for r in t.rules) for t in rt.registry.types.values())
+        assert service.where(*service.find("compliance", PROBLEMS_KEY)) is not None
+    client = login(app, "mona")
+    counts = summary_counts(client.get("/").get_data(as_text=True))
+    assert counts["/tasklists/compliance/problems"] == 1
+    assert listed(client, "/tasklists/compliance/problems") == [data["warned"]]
+
+
+def test_the_problems_list_has_a_derived_index(app):
+    rt = app.extensions["tracker"]
+    with rt.engine.connect() as connection:
+        wanted = indexes.wanted(rt.registry, connection.dialect)
+    problem_indexes = [i for i in wanted if i.type_key == "compliance" and i.tasklist == PROBLEMS_KEY]
+    assert len(problem_indexes) == 1
+    assert "problem_count > 0" in problem_indexes[0].sql
