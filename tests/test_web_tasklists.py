@@ -168,3 +168,44 @@ def test_the_problems_list_has_a_derived_index(app):
     problem_indexes = [i for i in wanted if i.type_key == "compliance" and i.tasklist == PROBLEMS_KEY]
     assert len(problem_indexes) == 1
     assert "problem_count > 0" in problem_indexes[0].sql
+
+
+def bearer(app, username: str) -> dict[str, str]:
+    rt = app.extensions["tracker"]
+    with rt.session() as session:
+        _token, text = rt.users(session).create_token(username, "tests")
+        session.commit()
+    return {"Authorization": f"Bearer {text}"}
+
+
+def test_api_pages_through_a_task_list(app, data):
+    client, headers = app.test_client(), bearer(app, "mona")
+    counts = {(e["type"], e["key"]): e["count"] for e in client.get("/api/v1/tasklists", headers=headers).get_json()}
+    url = "/api/v1/tasklists/compliance/signup_incomplete/items"
+    first = client.get(url, headers=headers, query_string={"per_page": 3}).get_json()
+    second = client.get(url, headers=headers, query_string={"per_page": 3, "page": 2}).get_json()
+    assert first["total"] == second["total"] == counts[("compliance", "signup_incomplete")] == 5
+    assert (first["page"], first["per_page"], len(first["items"]), len(second["items"])) == (1, 3, 3, 2)
+    ids = [i["id"] for i in first["items"] + second["items"]]
+    assert sorted(ids) == sorted(data["incomplete"])
+    listed_item = first["items"][0]
+    same = client.get("/api/v1/items", headers=headers, query_string={"type": "compliance"}).get_json()["items"]
+    assert set(listed_item) == set(same[0])  # the same item shape as GET /items
+    past = client.get(url, headers=headers, query_string={"page": 9}).get_json()
+    assert past["items"] == [] and past["total"] == 5
+
+
+def test_api_task_list_errors(app, data):
+    client = app.test_client()
+    assessor, manager = bearer(app, "asa"), bearer(app, "mona")
+    hidden = client.get("/api/v1/tasklists/compliance/signup_incomplete/items", headers=assessor)
+    assert hidden.status_code == 404 and "There is no task list" in hidden.get_json()["message"]
+    assert client.get("/api/v1/tasklists/compliance/nope/items", headers=manager).status_code == 404
+    for bad in ({"page": 0}, {"page": "x"}, {"per_page": 1000}):
+        response = client.get("/api/v1/tasklists/compliance/signup_incomplete/items", headers=manager, query_string=bad)
+        assert response.status_code == 422, bad
+        assert response.get_json()["errors"]
+    assert client.get("/api/v1/tasklists/compliance/signup_incomplete/items").status_code == 401
+    document = client.get("/api/v1/openapi.json").get_json()
+    operation = document["paths"]["/api/v1/tasklists/{type}/{key}/items"]["get"]
+    assert {"200", "401", "404", "422"} <= set(operation["responses"])

@@ -803,3 +803,24 @@ def item_history(item_id: int):
 def tasklists():
     """The task lists the caller's roles see, each with how many items are in it for them."""
     return jsonify(TaskListService(db_session(), actor(), runtime().registry).summary())
+
+
+@operation(
+    "GET",
+    "/tasklists/{type}/{key}/items",
+    summary="The items in one of your task lists, a page at a time",
+    ok=(200, "A page of the list's items.", "ItemPage"),
+    params=(
+        Param("type", NAME_SCHEMA, "The tracker type's key, e.g. compliance.", where="path"),
+        Param("key", NAME_SCHEMA, "The task list's key (GET /tasklists).", where="path"),
+        *(p for p in LIST_PARAMS if p.name in ("page", "per_page")),
+    ),
+    tag="tasklists",
+)
+def tasklist_items(type, key, page, per_page):
+    """Exactly the items the list's count counts, soonest due first, with the total. A list
+    the caller's roles may not see is a 404, as if it did not exist; a page past the end is empty."""
+    service = items_service()
+    lists = TaskListService(db_session(), actor(), runtime().registry)
+    found, total = lists.items(type, key, limit=per_page, offset=(page - 1) * per_page)
+    return {"items": [item_json(service, i) for i in found], "total": total, "page": page, "per_page": per_page}
