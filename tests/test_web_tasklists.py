@@ -209,3 +209,42 @@ def test_api_task_list_errors(app, data):
     document = client.get("/api/v1/openapi.json").get_json()
     operation = document["paths"]["/api/v1/tasklists/{type}/{key}/items"]["get"]
     assert {"200", "401", "404", "422"} <= set(operation["responses"])
+
+
+def test_learner_page_lists_problems_task_lists_and_documents(app, data):
+    client = login(app, "mona")
+    html = client.get(f"/learners/{data['learner']}").get_data(as_text=True)
+    assert "Problems to fix" in html
+    assert "no prior attainment evidence" in html  # the warning's message, with its advice
+    assert "Upload certificates or a signed declaration" in html
+    assert f'href="/items/{data["warned"]}"' in html
+    assert 'href="/tasklists/compliance/signup_incomplete"' in html
+    assert 'href="/tasklists/apprenticeship/overdue_completion"' in html
+    documents = html.split('id="documents-heading"', 1)[1].split("</section>", 1)[0]
+    waiting = {int(n) for n in re.findall(r'href="/items/(\d+)"', documents)}
+    assert set(data["incomplete"]) <= waiting  # in "Signup paperwork incomplete"
+    assert not waiting & set(data["overdue"])  # late, but not for paperwork
+    search = client.get("/search", query_string={"q": "1000000043"}).get_data(as_text=True)
+    item_page = client.get(f"/items/{data['warned']}").get_data(as_text=True)
+    assert f'href="/learners/{data["learner"]}"' in search or f'href="/learners/{data["learner"]}"' in item_page
+
+
+def test_learner_page_for_a_scoped_user_and_errors(app, data):
+    client = login(app, "asa")
+    refused = client.get(f"/learners/{data['learner']}")  # the learner record is not the assessor's
+    assert refused.status_code == 403 and "Nothing is open" not in refused.get_data(as_text=True)
+    manager = login(app, "mona")
+    assert manager.get(f"/learners/{data['warned']}").status_code == 404  # not a learner
+    assert manager.get("/learners/999999").status_code == 404
+
+
+def test_learner_page_empty_state(app, data):
+    rt = app.extensions["tracker"]
+    with rt.session() as session:
+        other = ItemService(session, Actor.system(), rt.registry).create(
+            "learner", {**LEARNER, "given_name": "Zed", "uln": "1000000027"}
+        )
+        session.commit()
+        other_id = other.id
+    html = login(app, "mona").get(f"/learners/{other_id}").get_data(as_text=True)
+    assert "Nothing is open for this learner" in html

@@ -503,3 +503,52 @@ def search():
                 )
             )
     return render_template("search.html", q=q, matches=matches, limit=limit)
+
+
+#: words in a task list's key or label, or a status key, that mean the item waits for documents
+DOCUMENT_WORDS = ("paperwork", "document", "evidence")
+#: most open items read for one learner's page
+MAX_LEARNER_ITEMS = 500
+
+
+def _about_documents(*texts: str) -> bool:
+    return any(word in text.lower() for text in texts for word in DOCUMENT_WORDS)
+
+
+@bp.route("/learners/<int:learner_id>")
+@login_required
+def learner(learner_id: int):
+    """The learner's "shopping list": everything open across their items that the user may
+    see: stored warnings with the advice to fix each, the task lists their items are in (one
+    query per list, narrowed to this learner), and the items waiting for documents."""
+    registry = runtime().registry
+    session = db_session()
+    actor = current_user.actor
+    service = runtime().items(session, actor)
+    person = service.get(learner_id)
+    if person.type_key != "learner":
+        raise NotFound(f"Item {learner_id} is not a learner.", "Search for the learner by name or ULN.")
+    found, _total = service.list(subject_id=learner_id, limit=MAX_LEARNER_ITEMS)
+    open_items = [i for i in found if (s := service.workflow_of(i).state(i.status)) is None or s.category == "open"]
+    problems = [(item, service.visible_warnings(item)) for item in open_items if item.problem_count]
+    problems = [(item, warnings) for item, warnings in problems if warnings]
+    tasklists = TaskListService(session, actor, registry)
+    in_lists = []
+    for tracker_type, tasklist in tasklists.visible():
+        stmt = select(Item).where(tasklists.where(tracker_type, tasklist), Item.subject_id == learner_id)
+        matching = list(session.scalars(stmt.order_by(Item.id).limit(MAX_LEARNER_ITEMS)))
+        if matching:
+            in_lists.append({"type": tracker_type, "tasklist": tasklist, "items": matching})
+    documents: dict[int, Item] = {}
+    for entry in in_lists:
+        if _about_documents(entry["tasklist"].key, entry["tasklist"].label):
+            documents.update({i.id: i for i in entry["items"]})
+    documents.update({i.id: i for i in open_items if _about_documents(i.status)})
+    return render_template(
+        "learner.html",
+        person=person,
+        open_items=[make_row(service, item) for item in open_items],
+        problems=problems,
+        in_lists=in_lists,
+        documents=sorted(documents.values(), key=lambda i: i.id),
+    )
