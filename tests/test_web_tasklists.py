@@ -248,3 +248,21 @@ def test_learner_page_empty_state(app, data):
         other_id = other.id
     html = login(app, "mona").get(f"/learners/{other_id}").get_data(as_text=True)
     assert "Nothing is open for this learner" in html
+
+
+def hidden_table(html: str, table_id: str) -> list[tuple[str, ...]]:
+    body = html.split(f'id="{table_id}"', 1)[1].split("</table>", 1)[0]
+    rows = re.findall(r"<tr>(.*?)</tr>", body, re.S)
+    return [tuple(re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", r)) for r in rows]
+
+
+def test_overview_charts_are_inline_svg_with_their_numbers(app, data):
+    html = login(app, "mona").get("/").get_data(as_text=True)
+    assert html.count("<svg") >= 2 and '<title id="states-chart-title">' in html and "<desc" in html
+    states = hidden_table(html, "states-chart-data")
+    compliance = {state: int(n) for name, state, n in states[1:] if name == "Compliance"}
+    assert sum(compliance.values()) == 7  # every compliance record, in the states they are in
+    assert sum(int(n) for name, _state, n in states[1:] if name == "Learner") == 1
+    problems = {name: int(n) for name, n in hidden_table(html, "problems-chart-data")[1:]}
+    assert problems["Compliance"] == 1
+    assert all(n == 0 for name, n in problems.items() if name != "Compliance")

@@ -26,7 +26,7 @@ from engine.errors import NotFound, Problem, ValidationFailed
 from engine.models import Item, User
 from engine.services.exports import CsvExport, export_items, is_hidden
 from engine.services.items import ItemService
-from engine.tasklists import TaskListService
+from engine.tasklists import PROBLEMS_KEY, TaskListService
 from engine.validation import choices, get_path, humanize_label, schema_at
 from webui import db_session, runtime
 
@@ -302,7 +302,51 @@ def index():
                 "states": [(s, counts.get(s.key, 0)) for s in wf.states],
             }
         )
-    return render_template("index.html", rows=rows, summary=summary_groups(registry, session, actor))
+    summary = summary_groups(registry, session, actor)
+    return render_template("index.html", rows=rows, summary=summary, charts=overview_charts(rows, summary))
+
+
+#: fill colours of the stacked bars, one per state in workflow order (cycled); dark enough
+#: for white text and distinct from each other
+PALETTE = ("#1d70b8", "#00703c", "#d4351c", "#4c2c92", "#f47738", "#28a197", "#912b88", "#505a5f")
+#: width in SVG units of the longest bar
+BAR_WIDTH = 480
+
+
+def overview_charts(rows: list[dict[str, Any]], summary: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the home page's two SVG charts draw: items per state per type (stacked bars)
+    and items with problems per type, with bar geometry computed here so the template only
+    places rectangles. Types with no items are left out of the first chart."""
+    longest = max((row["total"] for row in rows), default=0) or 1
+    states_chart = []
+    for row in rows:
+        if not row["total"]:
+            continue
+        x, segments = 0.0, []
+        for index, (state, count) in enumerate(row["states"]):
+            if count:
+                width = count * BAR_WIDTH / longest
+                segments.append(
+                    {
+                        "label": state.label,
+                        "count": count,
+                        "x": x,
+                        "width": width,
+                        "fill": PALETTE[index % len(PALETTE)],
+                    }
+                )
+                x += width
+        states_chart.append({"name": row["type"].name, "total": row["total"], "segments": segments})
+    problems = [
+        {"name": entry["type_name"], "count": entry["count"]}
+        for group in summary
+        for entry in group["lists"]
+        if entry["key"] == PROBLEMS_KEY
+    ]
+    most = max((p["count"] for p in problems), default=0) or 1
+    for p in problems:
+        p["width"] = p["count"] * BAR_WIDTH / most
+    return {"states": states_chart, "problems": problems, "bar_width": BAR_WIDTH}
 
 
 def summary_groups(registry, session, actor) -> list[dict[str, Any]]:
