@@ -81,6 +81,8 @@ def test_wheel_ships_definitions_and_metaschemas(tmp_path):
         "engine/definitions/metaschemas/type.schema.json",
         "engine/migrations/env.py",
         "engine/migrations/versions/0001_initial_schema.py",
+        "engine/templates/email/notification.html",
+        "engine/templates/email/digest.txt",
         "webui/templates/base.html",
         "webui/static/style.css",
     ):
