@@ -127,3 +127,14 @@ def test_next_parameter_cannot_leave_the_site(app, people):
         "/login?next=//evil.example/x", data={"username": "mona", "password": "mona-password-1", "csrf_token": token}
     )
     assert response.headers["Location"] == "/"
+
+
+def test_item_page_offers_watching(app, learners):
+    _ids, concern_id = learners
+    client = app.test_client()
+    login(client, "mona", "mona-password-1")
+    page = client.get(f"/items/{concern_id}").get_data(as_text=True)
+    assert ">Watch</button>" in page
+    token = csrf(client, f"/items/{concern_id}")
+    client.post(f"/items/{concern_id}/watch", data={"csrf_token": token})
+    assert ">Stop watching</button>" in client.get(f"/items/{concern_id}").get_data(as_text=True)
