@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import date
 
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -34,13 +35,49 @@ def by_id(driver: WebDriver, element_id: str) -> WebElement:
     return wait(driver).until(ec.presence_of_element_located((By.ID, element_id)))
 
 
+def _settled(action):
+    """Run ``action`` again when Chromium says the element it found went with a page that was
+    still being replaced (a race between our lookup and the browser, not a product bug)."""
+    for attempt in range(3):
+        try:
+            return action()
+        except WebDriverException as exc:
+            gone = isinstance(exc, StaleElementReferenceException) or "does not belong to the document" in str(exc)
+            if not gone or attempt == 2:
+                raise
+
+
+def _replaced(element: WebElement):
+    """A wait condition: the element's page has been replaced. Newer chromedrivers report an
+    element of a replaced document as "does not belong to the document" rather than as stale,
+    which selenium's own staleness_of does not recognise."""
+
+    def check(_driver: WebDriver) -> bool:
+        try:
+            element.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as exc:
+            if "does not belong to the document" in str(exc):
+                return True
+            raise
+        return False
+
+    return check
+
+
+def click(driver: WebDriver, element_id: str) -> None:
+    """Click something on the page that does not leave it (a radio, a checkbox)."""
+    _settled(lambda: by_id(driver, element_id).click())
+
+
 def click_through(driver: WebDriver, element: WebElement | str) -> None:
     """Click a link or a submit button and wait until the next page has loaded."""
     if isinstance(element, str):
         element = by_id(driver, element)
     page = driver.find_element(By.TAG_NAME, "html")
     element.click()
-    wait(driver).until(ec.staleness_of(page))
+    wait(driver).until(_replaced(page))
     _loaded(driver)
 
 
@@ -48,15 +85,18 @@ def press_enter(driver: WebDriver, field: WebElement) -> None:
     """Press Enter in a field and wait for the page it sends the form to."""
     page = driver.find_element(By.TAG_NAME, "html")
     field.send_keys(Keys.ENTER)
-    wait(driver).until(ec.staleness_of(page))
+    wait(driver).until(_replaced(page))
     _loaded(driver)
 
 
 def type_into(driver: WebDriver, element_id: str, text: str) -> WebElement:
-    field = by_id(driver, element_id)
-    field.clear()
-    field.send_keys(text)
-    return field
+    def typed() -> WebElement:
+        field = by_id(driver, element_id)
+        field.clear()
+        field.send_keys(text)
+        return field
+
+    return _settled(typed)
 
 
 #: the order of day, month and year in the browser's own date box, from its locale
@@ -77,7 +117,7 @@ def type_date(driver: WebDriver, element_id: str, iso: str) -> WebElement:
 
 
 def choose(driver: WebDriver, element_id: str, visible_text: str) -> None:
-    Select(by_id(driver, element_id)).select_by_visible_text(visible_text)
+    _settled(lambda: Select(by_id(driver, element_id)).select_by_visible_text(visible_text))
 
 
 def heading(driver: WebDriver) -> str:

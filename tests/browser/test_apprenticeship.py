@@ -50,15 +50,17 @@ def test_clerk_creates_an_apprenticeship_with_a_review_and_the_plan_the_form_ask
     # the learner, found by ULN (Enter in the search box presses "Find learner")
     search = pages.type_into(browser, "subject-q", LEARNER["uln"])
     pages.press_enter(browser, search)
-    picked = pages.by_id(browser, f"subject-{people}")
-    label = browser.find_element(By.CSS_SELECTOR, f"label[for=subject-{people}]").text
+    label = (
+        pages.by_id(browser, f"subject-{people}")
+        and browser.find_element(By.CSS_SELECTOR, f"label[for=subject-{people}]").text
+    )
     assert "Jane Smith" in label and LEARNER["uln"] in label
-    picked.click()
+    pages.click(browser, f"subject-{people}")
 
     pages.type_into(browser, "data-standard_code", "298")
     pages.type_into(browser, "data-standard_title", "Team leader or supervisor")
     pages.type_into(browser, "data-employer_name", "Lymington Marine Engineering Ltd")
-    pages.by_id(browser, "data-funding_type-levy").click()
+    pages.click(browser, "data-funding_type-levy")
     pages.type_date(browser, "data-start_date", "2026-03-02")
     pages.type_date(browser, "data-planned_end_date", "2027-06-30")
     pages.choose(browser, "assignee", "Asha Assessor (assessor)")
@@ -72,8 +74,8 @@ def test_clerk_creates_an_apprenticeship_with_a_review_and_the_plan_the_form_ask
     )
     assert browser.find_element(By.ID, f"subject-{people}").is_selected()
     pages.type_date(browser, "data-reviews-0-date", "2026-06-01")
-    pages.by_id(browser, "data-reviews-0-type-tripartite").click()
-    pages.by_id(browser, "data-reviews-0-outcome-action-required").click()
+    pages.click(browser, "data-reviews-0-type-tripartite")
+    pages.click(browser, "data-reviews-0-outcome-action-required")
     pages.type_into(browser, "data-reviews-0-reviewer", "Tom Ellis")
 
     # the plan is asked for only while the English and maths requirement is not met
