@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -101,7 +102,7 @@ class DeliveryContext:
         return self.settings.base_url.rstrip("/") + "/preferences"
 
 
-class Channel:
+class Channel(ABC):
     """A way to reach a user. Subclass it to add one (plugins add SMS this way).
 
     ``external`` channels leave the database, so each delivery is recorded as ``sending``
@@ -124,9 +125,9 @@ class Channel:
 
     missing: str = "no address"
 
+    @abstractmethod
     def send(self, ctx: DeliveryContext, delivery: Delivery, user: User, message: Message) -> None:
         """Send ``message``; raise an exception when it did not go (it is tried again later)."""
-        raise NotImplementedError
 
 
 class InboxChannel(Channel):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -200,3 +202,33 @@ def redis_url() -> str:
     except Exception as exc:  # noqa: BLE001
         service_missing("Redis", exc)
     return REDIS_URL
+
+
+# -- the command line --------------------------------------------------------------------------
+
+TRACKER = str(Path(sys.executable).parent / "tracker")
+
+
+@pytest.fixture
+def run(tmp_path, db_url):
+    """Run the ``tracker`` console script in a subprocess against the test database."""
+    env = {
+        **os.environ,
+        "TRACKER_INSTANCE_PATH": str(tmp_path / "instance"),
+        "TRACKER_DATABASE_URL": db_url,
+        "TRACKER_DEFINITIONS_PATH": str(TEST_DEFINITIONS),
+        "NO_COLOR": "1",
+    }
+    env.pop("TRACKER_REDIS_URL", None)
+
+    def tracker(*args: str, ok: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [TRACKER, *args], capture_output=True, text=True, env=env, input=stdin, cwd=tmp_path, timeout=120
+        )
+        assert "Traceback" not in result.stderr, result.stderr
+        if ok:
+            assert result.returncode == 0, result.stderr
+        return result
+
+    tracker.env = env
+    return tracker

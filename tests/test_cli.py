@@ -3,41 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-import pytest
 
 from engine import db
-from tests.conftest import ROOT, TEST_DEFINITIONS
-
-TRACKER = str(Path(sys.executable).parent / "tracker")
-
-
-@pytest.fixture
-def run(tmp_path, db_url):
-    env = {
-        **os.environ,
-        "TRACKER_INSTANCE_PATH": str(tmp_path / "instance"),
-        "TRACKER_DATABASE_URL": db_url,
-        "TRACKER_DEFINITIONS_PATH": str(TEST_DEFINITIONS),
-        "NO_COLOR": "1",
-    }
-    env.pop("TRACKER_REDIS_URL", None)
-
-    def tracker(*args: str, ok: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess:
-        result = subprocess.run(
-            [TRACKER, *args], capture_output=True, text=True, env=env, input=stdin, cwd=tmp_path, timeout=120
-        )
-        assert "Traceback" not in result.stderr, result.stderr
-        if ok:
-            assert result.returncode == 0, result.stderr
-        return result
-
-    tracker.env = env
-    return tracker
+from tests.conftest import ROOT
 
 
 def test_a_learner_and_a_concern_from_start_to_finish(run, tmp_path):

@@ -2,40 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from engine.config import Settings
 from tests.conftest import TEST_DEFINITIONS
 from tests.test_api import close
 from webui import create_app
-
-TRACKER = str(Path(sys.executable).parent / "tracker")
-
-
-@pytest.fixture
-def run(tmp_path, db_url):
-    env = {
-        **os.environ,
-        "TRACKER_INSTANCE_PATH": str(tmp_path / "instance"),
-        "TRACKER_DATABASE_URL": db_url,
-        "TRACKER_DEFINITIONS_PATH": str(TEST_DEFINITIONS),
-        "NO_COLOR": "1",
-    }
-    env.pop("TRACKER_REDIS_URL", None)
-
-    def tracker(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
-        result = subprocess.run([TRACKER, *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
-        assert "Traceback" not in result.stderr, result.stderr
-        if ok:
-            assert result.returncode == 0, result.stderr
-        return result
-
-    return tracker
 
 
 @pytest.fixture
