@@ -46,22 +46,24 @@ def alembic_config(engine: Engine) -> Config:
     return config
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Create or upgrade the schema; safe on an empty and on an existing database."""
+def upgrade(engine: Engine, revision: str = "heads") -> None:
+    """Create or upgrade the schema; safe on an empty and on an existing database.
+    ``heads``: features developed side by side may each add a branch before a merge revision."""
     command.upgrade(alembic_config(engine), revision)
 
 
 def head_revision() -> str:
-    """The newest migration this code knows."""
+    """The newest migration(s) this code knows, comma-separated when there are branches."""
     from alembic.script import ScriptDirectory
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    return ScriptDirectory.from_config(config).get_current_head()
+    return ",".join(sorted(ScriptDirectory.from_config(config).get_heads()))
 
 
 def current_revision(engine: Engine) -> str | None:
     with engine.connect() as conn:
         if not inspect(conn).has_table("alembic_version"):
             return None
-        return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+        rows = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all()
+        return ",".join(sorted(rows)) or None
