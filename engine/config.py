@@ -31,6 +31,17 @@ class Settings:
     mail_from: str = "Tracker <tracker@localhost>"
     #: the hour (0-23, local time of the scheduler) after which each day's digest e-mails go out
     digest_hour: int = 7
+    #: plugin names (entry-point names) not to load, from ``TRACKER_PLUGINS_DISABLED=a,b``
+    plugins_disabled: tuple[str, ...] = ()
+    #: every ``TRACKER_PLUGIN_<NAME>_<KEY>`` variable; read one plugin's with :meth:`plugin`
+    plugin_env: dict[str, str] = field(default_factory=dict)
+
+    def plugin(self, name: str) -> PluginSettings:
+        """The settings of plugin ``name``: ``TRACKER_PLUGIN_<NAME>_<KEY>`` as ``{key: value}``
+        (``NAME`` upper-cased, ``-`` as ``_``; ``key`` lower-cased)."""
+        prefix = f"TRACKER_PLUGIN_{name.upper().replace('-', '_')}_"
+        values = {k[len(prefix) :].lower(): v for k, v in self.plugin_env.items() if k.startswith(prefix)}
+        return PluginSettings(name, prefix, values)
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -52,7 +63,44 @@ class Settings:
             smtp_url=env.get("TRACKER_SMTP_URL", "").strip(),
             mail_from=env.get("TRACKER_MAIL_FROM", "").strip() or "Tracker <tracker@localhost>",
             digest_hour=_digest_hour(env.get("TRACKER_DIGEST_HOUR", "")),
+            plugins_disabled=tuple(n.strip() for n in env.get("TRACKER_PLUGINS_DISABLED", "").split(",") if n.strip()),
+            plugin_env={k: v for k, v in env.items() if k.startswith("TRACKER_PLUGIN_")},
         )
+
+
+@dataclass(frozen=True)
+class PluginSettings:
+    """One plugin's settings from ``TRACKER_PLUGIN_<NAME>_<KEY>`` variables."""
+
+    name: str
+    prefix: str
+    values: dict[str, str]
+
+    def get(self, key: str, default: str = "") -> str:
+        return self.values.get(key.lower(), default).strip() or default
+
+    def require(self, key: str, example: str = "") -> str:
+        """The value of ``key``; raises TrackerError naming the variable to set when it is empty."""
+        value = self.get(key)
+        if not value:
+            hint = f", e.g. {self.prefix}{key.upper()}={example}" if example else ""
+            raise TrackerError(
+                f"The '{self.name}' plugin needs {self.prefix}{key.upper()}.",
+                f"Set it in the environment{hint}, or switch the plugin off with TRACKER_PLUGINS_DISABLED={self.name}.",
+            )
+        return value
+
+    def number(self, key: str, default: float) -> float:
+        """A numeric setting; raises TrackerError when it is not a number."""
+        text = self.get(key)
+        if not text:
+            return default
+        try:
+            return float(text)
+        except ValueError:
+            raise TrackerError(
+                f"{self.prefix}{key.upper()} is not a number: '{text}'.", "Set it to a number, or leave it unset."
+            ) from None
 
 
 def _digest_hour(text: str) -> int:

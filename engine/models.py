@@ -272,3 +272,31 @@ class SentReminder(Base):
     reminder: Mapped[str] = mapped_column(String(200), primary_key=True)
     on_date: Mapped[date] = mapped_column(primary_key=True)
     sent_at: Mapped[created_at]
+
+
+class PluginError(Base):
+    """A plugin hook that raised: when, which plugin and hook, and what it said. Listed on
+    ``/admin/plugins`` and counted by ``/health``; the plugin's part was skipped (or, for a
+    lifecycle hook, retried through the outbox)."""
+
+    __tablename__ = "plugin_errors"
+    __table_args__ = (Index("ix_plugin_errors_at", "at"),)
+
+    id: Mapped[intpk]
+    at: Mapped[created_at]
+    plugin: Mapped[str] = mapped_column(String(100))
+    hook: Mapped[str] = mapped_column(String(100))
+    message: Mapped[str] = mapped_column(Text)
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class PluginState(Base):
+    """Small values a plugin keeps between runs, keyed by plugin and key (e.g. a user's SMS
+    number and opt-in). Read and written through :class:`engine.plugins.PluginStore`."""
+
+    __tablename__ = "plugin_state"
+
+    plugin: Mapped[str] = mapped_column(String(100), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    value: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -12,8 +12,9 @@ import csv
 import io
 import json
 import logging
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
 
@@ -51,18 +52,27 @@ BASE_COLUMNS = (
 )
 
 
-@dataclass
-class CsvExport:
-    """A prepared export. ``total`` is how many items it holds; ``lines()`` writes it."""
+class ExportFormat(ABC):
+    """A file format items are exported in. CSV is built in; plugins add others through the
+    ``tracker_export_formats`` hook. ``lines`` gets the columns and the rows of cell texts
+    (already protected against formula injection) and yields the file, a piece at a time."""
 
-    filename: str
-    columns: list[Column]
-    total: int
-    rows: Callable[[], Iterator[list[str]]]
+    key: str = ""
+    label: str = ""
+    extension: str = ""
+    media_type: str = "application/octet-stream"
 
-    def lines(self) -> Iterator[str]:
-        """The CSV text, a line at a time: a UTF-8 byte-order mark (so spreadsheet programs
-        read accents correctly), the header row, then one row per item."""
+    @abstractmethod
+    def lines(self, columns: list[Column], rows: Iterator[list[str]]) -> Iterator[str]:
+        """The file's text, a piece at a time."""
+
+
+class CsvFormat(ExportFormat):
+    key, label, extension, media_type = "csv", "CSV", ".csv", "text/csv; charset=utf-8"
+
+    def lines(self, columns: list[Column], rows: Iterator[list[str]]) -> Iterator[str]:
+        """A UTF-8 byte-order mark (so spreadsheet programs read accents correctly), the
+        header row, then one row per item."""
         buffer = io.StringIO()
         writer = csv.writer(buffer)
 
@@ -72,9 +82,41 @@ class CsvExport:
             writer.writerow(values)
             return buffer.getvalue()
 
-        yield "\ufeff" + line([c.label for c in self.columns])
-        for row in self.rows():
+        yield "\ufeff" + line([c.label for c in columns])
+        for row in rows:
             yield line(row)
+
+
+CSV = CsvFormat()
+
+
+def export_formats(plugin_formats: Iterable[ExportFormat] = ()) -> dict[str, ExportFormat]:
+    """``{key: format}``: CSV, then the plugins' formats (a key already taken is skipped)."""
+    out: dict[str, ExportFormat] = {CSV.key: CSV}
+    for fmt in plugin_formats:
+        if fmt.key and fmt.key not in out:
+            out[fmt.key] = fmt
+    return out
+
+
+@dataclass
+class CsvExport:
+    """A prepared export. ``total`` is how many items it holds; ``lines()`` writes it in
+    ``fmt`` (CSV unless :meth:`in_format` chose another)."""
+
+    filename: str
+    columns: list[Column]
+    total: int
+    rows: Callable[[], Iterator[list[str]]]
+    fmt: ExportFormat = field(default=CSV)
+
+    def lines(self) -> Iterator[str]:
+        return self.fmt.lines(self.columns, self.rows())
+
+    def in_format(self, fmt: ExportFormat) -> CsvExport:
+        """The same export written in ``fmt``, its file name ending in ``fmt.extension``."""
+        stem = self.filename.rsplit(".", 1)[0]
+        return replace(self, fmt=fmt, filename=stem + fmt.extension)
 
 
 def safe_cell(text: str) -> str:
