@@ -1,0 +1,102 @@
+"""The Companies House plugin against a local server speaking the public data API."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from plugins.companies_house import (
+    CompaniesHouseClient,
+    CompaniesHouseRefused,
+    CompanyNumberInvalid,
+    normalise_number,
+)
+from plugins.jsonhttp import ServiceUnavailable
+from tests.fake_apis import CH_KEY, FakeCompaniesHouse, running
+
+
+@pytest.fixture
+def fake_companies_house():
+    yield from running(FakeCompaniesHouse())
+
+
+# -- company numbers ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("typed", "expected"),
+    [("04828784", "04828784"), ("4828784", "04828784"), ("sc123456", "SC123456"), (" SC 123456 ", "SC123456")],
+)
+def test_company_numbers_are_written_as_companies_house_writes_them(typed, expected):
+    assert normalise_number(typed) == expected
+
+
+@pytest.mark.parametrize("typed", ["", "123456789", "S1234567", "SCX23456", "04828784/", "../admin"])
+def test_anything_else_is_refused_saying_what_a_number_looks_like(typed):
+    with pytest.raises(CompanyNumberInvalid) as caught:
+        normalise_number(typed)
+    message = str(caught.value)
+    assert "is not a company number" in message and "8 digits" in message and "SC123456" in message
+
+
+# -- the client ---------------------------------------------------------------------------------
+
+
+def test_a_company_gives_its_registered_name_and_office(fake_companies_house):
+    company = CompaniesHouseClient(CH_KEY, fake_companies_house.url).company("4828784")
+    assert company.name == "NEW FOREST TRAINING LIMITED" and company.active
+    assert company.values() == {
+        "name": "NEW FOREST TRAINING LIMITED",
+        "company_number": "04828784",
+        "status": "active",
+        "line1": "1 High Street",
+        "line2": "Old Town",
+        "town": "Lymington",
+        "region": "Hampshire",
+        "postcode": "SO41 8AN",
+        "country": "England",
+    }
+    request = fake_companies_house.requests[0]
+    assert (request.method, request.path) == ("GET", "/company/04828784")
+    # the API key is the basic-auth user name, with no password
+    assert request.headers["authorization"] == "Basic " + base64.b64encode(f"{CH_KEY}:".encode()).decode()
+
+
+def test_premises_come_before_the_street(fake_companies_house):
+    company = CompaniesHouseClient(CH_KEY, fake_companies_house.url).company("SC123456")
+    assert company.line1 == "Unit 4, Leith Walk"
+    assert company.town == "Edinburgh" and company.postcode == "EH1 1YZ"
+
+
+def test_a_dissolved_company_says_so(fake_companies_house):
+    company = CompaniesHouseClient(CH_KEY, fake_companies_house.url).company("01234567")
+    assert not company.active
+    assert company.summary().startswith("GONE BEFORE LIMITED (dissolved), 01234567")
+
+
+def test_an_unknown_company_is_none(fake_companies_house):
+    assert CompaniesHouseClient(CH_KEY, fake_companies_house.url).company("09999999") is None
+
+
+def test_an_invalid_number_is_never_sent(fake_companies_house):
+    with pytest.raises(CompanyNumberInvalid):
+        CompaniesHouseClient(CH_KEY, fake_companies_house.url).company("12/34")
+    assert fake_companies_house.requests == []
+
+
+def test_a_wrong_key_and_the_rate_limit_are_refusals_with_advice(fake_companies_house):
+    with pytest.raises(CompaniesHouseRefused, match="TRACKER_COMPANIES_HOUSE_KEY"):
+        CompaniesHouseClient("wrong-key", fake_companies_house.url).company("04828784")
+    fake_companies_house.rate_limited = True
+    with pytest.raises(CompaniesHouseRefused, match="try again in a few minutes"):
+        CompaniesHouseClient(CH_KEY, fake_companies_house.url).company("04828784")
+
+
+def test_an_outage_and_a_silent_service_are_unavailable(fake_companies_house):
+    fake_companies_house.outage = 502
+    with pytest.raises(ServiceUnavailable, match="502"):
+        CompaniesHouseClient(CH_KEY, fake_companies_house.url).company("04828784")
+    fake_companies_house.outage, fake_companies_house.hang = None, True
+    with pytest.raises(ServiceUnavailable, match="no answer"):
+        CompaniesHouseClient(CH_KEY, fake_companies_house.url, timeout=0.2).company("04828784")

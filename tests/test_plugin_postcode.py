@@ -1,0 +1,108 @@
+"""The postcode lookup plugin against a local postcodes.io-compatible server."""
+
+from __future__ import annotations
+
+import pytest
+
+from plugins.jsonhttp import ServiceUnavailable
+from plugins.postcode import PostcodeClient, normalise
+from tests.fake_apis import FakePostcodes, running
+
+
+@pytest.fixture
+def fake_postcodes():
+    yield from running(FakePostcodes())
+
+
+# -- the client --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("typed", "expected"),
+    [
+        ("SW1A 1AA", "SW1A 1AA"),
+        ("sw1a1aa", "SW1A 1AA"),
+        ("  so41   8an ", "SO41 8AN"),
+        ("M1 1AE", "M1 1AE"),
+        ("B33 8TH", "B33 8TH"),
+        ("SW1A", None),
+        ("12345", None),
+        ("", None),
+        ("SW1A 1AA; DROP", None),
+    ],
+)
+def test_normalise_writes_postcodes_the_royal_mail_way_or_refuses(typed, expected):
+    assert normalise(typed) == expected
+
+
+def test_lookup_reads_district_region_and_country(fake_postcodes: FakePostcodes):
+    found = PostcodeClient(fake_postcodes.url).lookup("so41 8an")
+    assert found is not None
+    assert (found.postcode, found.district, found.region, found.country) == (
+        "SO41 8AN",
+        "New Forest",
+        "South East",
+        "England",
+    )
+    assert found.county == "Hampshire" and found.latitude == pytest.approx(50.758)
+    assert found.summary() == "SO41 8AN: New Forest, South East, England"
+    # the request is the service's own shape: the postcode as one path segment
+    assert [(r.method, r.path) for r in fake_postcodes.requests] == [("GET", "/postcodes/SO41 8AN")]
+    assert fake_postcodes.requests[0].headers["accept"] == "application/json"
+
+
+def test_a_scottish_postcode_has_no_region_and_offers_none(fake_postcodes):
+    found = PostcodeClient(fake_postcodes.url).lookup("EH1 1YZ")
+    assert found.region is None
+    values = found.values()
+    assert "region" not in values
+    assert values["district"] == values["town"] == "City of Edinburgh"
+    assert values["country"] == "Scotland"
+
+
+def test_an_unknown_postcode_is_none_and_not_an_outage(fake_postcodes):
+    client = PostcodeClient(fake_postcodes.url)
+    assert client.lookup("ZZ1 9ZZ") is None
+    assert fake_postcodes.requests[-1].path == "/postcodes/ZZ1 9ZZ"
+
+
+def test_text_that_is_no_postcode_is_never_sent(fake_postcodes):
+    assert PostcodeClient(fake_postcodes.url).lookup("not a postcode/../../admin") is None
+    assert fake_postcodes.requests == []
+
+
+def test_validate_and_autocomplete(fake_postcodes):
+    client = PostcodeClient(fake_postcodes.url)
+    assert client.validate("sw1a 1aa") is True
+    assert client.validate("ZZ1 9ZZ") is False
+    assert client.autocomplete("so4") == ["SO41 8AN"]
+    assert client.autocomplete("q") == []  # too short to ask
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_a_5xx_is_an_outage(fake_postcodes, status):
+    fake_postcodes.outage = status
+    with pytest.raises(ServiceUnavailable) as caught:
+        PostcodeClient(fake_postcodes.url).lookup("SW1A 1AA")
+    assert str(status) in caught.value.reason
+
+
+def test_a_service_that_does_not_answer_is_an_outage_after_the_timeout(fake_postcodes):
+    fake_postcodes.hang = True
+    with pytest.raises(ServiceUnavailable) as caught:
+        PostcodeClient(fake_postcodes.url, timeout=0.2).lookup("SW1A 1AA")
+    assert "no answer within 0.2 seconds" in caught.value.reason
+
+
+def test_a_service_that_is_not_there_is_an_outage(fake_postcodes):
+    url = fake_postcodes.url
+    fake_postcodes.stop()
+    with pytest.raises(ServiceUnavailable) as caught:
+        PostcodeClient(url, timeout=1).lookup("SW1A 1AA")
+    assert "could not be reached" in caught.value.reason
+
+
+def test_an_answer_that_is_not_json_is_an_outage(fake_postcodes, monkeypatch):
+    monkeypatch.setattr(FakePostcodes, "route", lambda self, request: (200, b"<html>captive portal</html>", {}))
+    with pytest.raises(ServiceUnavailable, match="not JSON"):
+        PostcodeClient(fake_postcodes.url).lookup("SW1A 1AA")

@@ -1,0 +1,111 @@
+"""The ULN lookup plugin against a local Learning Records Service stand-in."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from plugins.jsonhttp import ServiceUnavailable
+from plugins.uln import EXACT, NO_MATCH, POSSIBLE, TOO_MANY, Demographics, HttpUlnClient, UlnRefused, check_digit_ok
+from tests.fake_apis import LRS_PASSWORD, LRS_UKPRN, LRS_USER, FakeLrs, running
+
+
+@pytest.fixture
+def fake_lrs():
+    yield from running(FakeLrs())
+
+
+JANE = Demographics("Jane", "Smith", date(2001, 2, 3), postcode="sw1a1aa")
+
+
+def client(fake: FakeLrs, **overrides) -> HttpUlnClient:
+    options = {"username": LRS_USER, "password": LRS_PASSWORD, "ukprn": LRS_UKPRN, **overrides}
+    return HttpUlnClient(fake.url, **options)
+
+
+# -- the check digit ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("uln", ["1000000043", "1000000027", "1000000051", "9990000017"])
+def test_real_ulns_pass_the_check_digit(uln):
+    assert check_digit_ok(uln)
+
+
+@pytest.mark.parametrize(
+    "uln",
+    [
+        "1000000042",  # one digit off
+        "1000000034",  # two digits swapped
+        "9999999999",  # the temporary ULN
+        "100000004",  # nine digits
+        "10000000431",
+        "100000004A",
+        "",
+        "1000000060",  # remainder 0 would need a check "digit" of 10: no such ULN
+    ],
+)
+def test_anything_else_fails_the_check_digit(uln):
+    assert not check_digit_ok(uln)
+
+
+# -- the search -------------------------------------------------------------------------------
+
+
+def test_an_exact_match_sends_the_lrs_search_shape(fake_lrs):
+    found = client(fake_lrs).find(JANE)
+    assert found.code == EXACT and found.exact
+    assert [m.uln for m in found.matches] == ["1000000043"]
+    assert found.matches[0].gender_label == "Female"
+    request = fake_lrs.requests[0]
+    assert (request.method, request.path) == ("POST", "/learners/find-by-demographics")
+    assert request.headers["content-type"] == "application/json"
+    assert request.json() == {
+        "FindType": "FUL",
+        "UKPRN": LRS_UKPRN,
+        "GivenName": "Jane",
+        "FamilyName": "Smith",
+        "DateOfBirth": "2001-02-03",
+        "LastKnownPostCode": "SW1A 1AA",
+    }
+
+
+def test_without_the_postcode_both_jane_smiths_are_possible_matches(fake_lrs):
+    found = client(fake_lrs).find(Demographics("jane", "SMITH", date(2001, 2, 3)))
+    assert found.code == POSSIBLE
+    assert sorted(m.uln for m in found.matches) == ["1000000027", "1000000043"]
+    assert "2 possible matches" in found.explain()
+
+
+def test_no_match_and_too_many_explain_what_to_do(fake_lrs):
+    assert client(fake_lrs).find(Demographics("Nobody", "Here", date(2000, 1, 1))).code == NO_MATCH
+    fake_lrs.too_many = 1
+    found = client(fake_lrs).find(Demographics("Jane", "Smith", date(2001, 2, 3)))
+    assert found.code == TOO_MANY and found.matches == []
+    assert "add the postcode" in found.explain()
+
+
+def test_gender_narrows_the_search(fake_lrs):
+    found = client(fake_lrs).find(Demographics("Jane", "Smith", date(2001, 2, 3), gender="1"))
+    assert found.code == NO_MATCH
+    assert fake_lrs.requests[0].json()["Gender"] == "1"
+
+
+def test_wrong_credentials_are_refused_with_advice_for_the_admin(fake_lrs):
+    with pytest.raises(UlnRefused, match="TRACKER_ULN_PASSWORD"):
+        client(fake_lrs, password="wrong").find(JANE)
+
+
+def test_an_outage_and_a_silent_service_are_unavailable(fake_lrs):
+    fake_lrs.outage = 503
+    with pytest.raises(ServiceUnavailable):
+        client(fake_lrs).find(JANE)
+    fake_lrs.outage, fake_lrs.hang = None, True
+    with pytest.raises(ServiceUnavailable, match="no answer"):
+        client(fake_lrs, timeout=0.2).find(JANE)
+
+
+def test_describe_names_the_endpoint_but_never_the_password(fake_lrs):
+    text = client(fake_lrs).describe()
+    assert fake_lrs.url in text and LRS_USER in text and LRS_UKPRN in text
+    assert LRS_PASSWORD not in text
