@@ -103,8 +103,8 @@ def tracker_item_transitioned(item, payload, session, registry, settings):
 
 @hookspec
 def tracker_item_assigned(item, payload, session, registry, settings):
-    """Called by the outbox relay after an item's assignee changed; ``payload["assignee"]`` is
-    the new assignee's user name (None: unassigned), ``payload["previous"]`` the old one.
+    """Called by the outbox relay after an item's assignee changed; ``payload["to"]`` is the
+    new assignee's user name (None: unassigned), ``payload["from"]`` the previous one's.
     Otherwise as ``tracker_item_created``."""
 
 

@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import and_, event, func, inspect, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -37,6 +38,9 @@ from engine.mail import Mailer
 from engine.models import Outbox, utcnow
 from engine.notifications import Channel, Notifier
 from engine.permissions import Actor
+
+if TYPE_CHECKING:
+    from engine.plugins import PluginHost
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +114,8 @@ class Relay:
         clock: returns "now" as naive UTC; tests pass their own.
         mailer: the SMTP mailer; by default built from ``settings.smtp_url`` (None: no e-mail).
         channels: delivery channels; by default the inbox and e-mail.
+        plugins: the plugin host whose lifecycle hooks ``item_event`` and ``plugin_event``
+            rows run (see :meth:`engine.plugins.PluginHost.handle_outbox`); None runs none.
     """
 
     def __init__(
@@ -124,8 +130,10 @@ class Relay:
         clock: Callable[[], datetime] = utcnow,
         mailer: Mailer | None = None,
         channels: list[Channel] | None = None,
+        plugins: PluginHost | None = None,
     ) -> None:
         self.sessions = sessions
+        self.plugins = plugins
         self.registry = registry
         self.settings = settings
         self.worker = worker or worker_name()
@@ -229,6 +237,8 @@ class Relay:
         )
         try:
             notifier.deliver(row)
+            if self.plugins is not None:
+                self.plugins.handle_outbox(session, row, self.registry)
         except Exception as exc:  # noqa: BLE001 - every failure is recorded and retried
             session.rollback()
             return self._failed(session, outbox_id, exc)

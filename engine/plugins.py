@@ -22,9 +22,11 @@ plugin's own settings come from ``TRACKER_PLUGIN_<NAME>_<KEY>`` (see
 
 from __future__ import annotations
 
+import atexit
 import csv
 import io
 import logging
+import queue
 import threading
 import traceback
 from collections import deque
@@ -252,12 +254,21 @@ class ErrorRecord:
 
 
 class ErrorLog:
-    """Plugin errors: logged, kept in memory (the last 200) and, through ``sink``, stored in
-    the ``plugin_errors`` table so every process's errors show on the admin page."""
+    """Plugin errors: logged, kept in memory (the last 200) and handed to ``sink`` (the
+    Runtime stores them in ``plugin_errors``, so every process's errors show on the admin
+    page).
+
+    The sink runs on a background thread: the error may happen inside a transaction that
+    holds SQLite's write lock, and the request must not wait for itself. :meth:`flush`
+    waits until everything recorded so far has been handed over.
+    """
 
     def __init__(self, sink: Callable[[ErrorRecord], None] | None = None) -> None:
         self.sink = sink
         self.recent: deque[ErrorRecord] = deque(maxlen=200)
+        self._queue: queue.Queue[ErrorRecord] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
 
     def record(self, plugin: str, hook: str, exc: BaseException) -> ErrorRecord:
         message = f"{type(exc).__name__}: {exc}"[:2000]
@@ -266,11 +277,39 @@ class ErrorLog:
         self.recent.append(entry)
         log.error("plugin '%s' failed in %s and was skipped: %s", plugin, hook, message)
         if self.sink is not None:
-            try:
-                self.sink(entry)
-            except Exception as sink_exc:  # noqa: BLE001 - the database may be the thing that is down
-                log.warning("plugin error could not be stored: %s", sink_exc)
+            self._queue.put(entry)
+            self._start()
         return entry
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._drain, name="plugin-errors", daemon=True)
+                self._thread.start()
+                atexit.register(self.flush, 5.0)
+
+    def _drain(self) -> None:
+        while True:
+            entry = self._queue.get()
+            try:
+                if self.sink is not None:
+                    self.sink(entry)
+            except Exception as exc:  # noqa: BLE001 - the database may be the thing that is down
+                log.warning("plugin error could not be stored: %s", exc)
+            finally:
+                self._queue.task_done()
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until every recorded error has been stored (or ``timeout`` seconds passed);
+        True when nothing is left waiting."""
+        done = threading.Event()
+
+        def wait() -> None:
+            self._queue.join()
+            done.set()
+
+        threading.Thread(target=wait, daemon=True).start()
+        return done.wait(timeout)
 
 
 def store_error(session: Session, entry: ErrorRecord) -> None:

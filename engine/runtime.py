@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
@@ -13,18 +14,49 @@ from engine.definitions import Registry, load_registry
 from engine.permissions import Actor
 from engine.services import ItemService, UserService
 
+if TYPE_CHECKING:
+    from engine.plugins import PluginHost
+
 log = logging.getLogger(__name__)
 
 
 class Runtime:
     """Builds each collaborator once, on first use; nothing is opened at import time."""
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, plugins: PluginHost | None = None) -> None:
         self.settings = settings or Settings.from_env()
+        if plugins is not None:
+            if plugins.errors.sink is None:
+                plugins.errors.sink = self._store_plugin_error
+            self.__dict__["plugins"] = plugins
+
+    @cached_property
+    def plugins(self) -> PluginHost:
+        """The installed plugins less ``TRACKER_PLUGINS_DISABLED``; their errors are stored in the database."""
+        from engine.plugins import PluginHost
+
+        return PluginHost(self.settings, sink=self._store_plugin_error)
+
+    def _store_plugin_error(self, entry) -> None:
+        from engine.plugins import store_error
+
+        with self.session() as session:
+            store_error(session, entry)
+
+    def channels(self) -> list:
+        """The notification channels: the inbox, e-mail, then the plugins' channels."""
+        from engine.notifications import default_channels
+
+        return default_channels() + self.plugins.channels()
 
     @cached_property
     def registry(self) -> Registry:
-        registry = load_registry(self.settings.definitions_path)
+        from engine.definitions.plugin_refs import check_plugin_references
+
+        validators = self.plugins.field_validators()
+        registry = load_registry([*self.settings.definitions_path, *self.plugins.definition_folders()])
+        check_plugin_references(registry, set(validators))
+        registry.field_validators = validators
         for problem in registry.problems:
             log.info("definition problem: %s", problem)
         if registry.problems:
@@ -57,6 +89,8 @@ class Runtime:
         """An outbox relay on this runtime's database and settings (kwargs: see :class:`engine.outbox.Relay`)."""
         from engine.outbox import Relay
 
+        kwargs.setdefault("channels", self.channels())
+        kwargs.setdefault("plugins", self.plugins)
         return Relay(self.sessions, self.registry, self.settings, **kwargs)
 
     def session(self) -> Session:

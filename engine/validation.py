@@ -7,10 +7,12 @@ wrong, and giving the schema's ``x-advice`` (or a sensible default) on how to fi
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import date, datetime
 from typing import Any
 
-from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema import Draft202012Validator, FormatChecker, validators
 from jsonschema.exceptions import ValidationError, best_match
 
 from engine.definitions.sourcemap import pointer
@@ -57,8 +59,41 @@ _FORMAT_WORDS = {
 }
 
 
-def make_validator(schema: dict) -> Draft202012Validator:
-    return Draft202012Validator(schema, format_checker=format_checker)
+def make_validator(schema: dict, field_validators: Mapping[str, Callable[[Any, dict], None]] | None = None):
+    """A validator for ``schema``. With ``field_validators`` (plugins' ``{name: check}``), a
+    property's ``x-validator`` names the checks its value must also pass; each runs only
+    once the rest of the property's schema accepts the value."""
+    if field_validators is None:
+        return Draft202012Validator(schema, format_checker=format_checker)
+    checks = field_validators  # kept by reference: callers cache validators by its id()
+
+    def x_validator(validator, names, instance, node):
+        if instance is None or instance == "":
+            return
+        rest = {k: v for k, v in node.items() if k != "x-validator"}
+        if not validator.evolve(schema=rest).is_valid(instance):
+            return  # the schema's own keywords already say what is wrong
+        for name in [names] if isinstance(names, str) else names:
+            check = checks.get(name)
+            if check is None:
+                yield ValidationError("could not be checked", cause=_Unchecked(name, "is not available"))
+                continue
+            try:
+                check(instance, node)
+            except Exception as exc:  # Invalid says what is wrong; anything else is a crash
+                yield ValidationError(str(exc), cause=exc if hasattr(exc, "advice") else _Unchecked(name, "failed"))
+
+    cls = validators.extend(Draft202012Validator, {"x-validator": x_validator})
+    return cls(schema, format_checker=format_checker)
+
+
+class _Unchecked(Exception):
+    """An ``x-validator`` check that is not available (no enabled plugin gives it) or crashed."""
+
+    def __init__(self, name: str, why: str) -> None:
+        super().__init__(name)
+        self.message = "could not be checked"
+        self.advice = f"The '{name}' check {why}: try again later, or ask an administrator to look at Admin > Plugins."
 
 
 def humanize_label(name: str) -> str:
@@ -99,13 +134,31 @@ def _describe_choices(options: list[tuple[Any, str]]) -> str:
 
 def to_problem(error: ValidationError, root: dict | None = None) -> Problem:
     """One jsonschema error as a Problem in plain words. ``root`` (the whole schema) names a
-    field that a ``then``/``else`` branch requires by the title its object declares."""
+    field that a ``then``/``else`` branch requires by the title its object declares.
+
+    A property's ``x-rule`` names the published rule its constraints implement (ESFA's
+    ``Ethnicity_01`` for the ethnicity code list): it leads the message and is the problem's rule.
+    """
+    problem = _plain_problem(error, root)
+    rule = error.schema.get("x-rule") if isinstance(error.schema, dict) else None
+    if isinstance(rule, str) and rule and error.validator != "required" and not problem.message.startswith(rule):
+        return replace(problem, message=f"{rule}: {problem.message}", rule=rule)
+    return problem
+
+
+def _plain_problem(error: ValidationError, root: dict | None = None) -> Problem:
     schema = error.schema if isinstance(error.schema, dict) else {}
     path = pointer(error.absolute_path)
     advice = schema.get("x-advice", "")
     kind, arg = error.validator, error.validator_value
     label = _label(error)
 
+    if kind == "x-validator":
+        cause = error.cause
+        message = getattr(cause, "message", None) or str(cause or error.message)
+        if message[:1].islower():
+            message = f"{label} {message}"
+        return Problem(path, message, getattr(cause, "advice", "") or advice)
     if kind == "required":
         name = error.message.split("'")[1] if "'" in error.message else ""
         sub = (schema.get("properties") or {}).get(name)

@@ -202,6 +202,9 @@ class Registry:
     problems: list = field(default_factory=list)
     #: older versions of types, ``{(key, version): TrackerType}``; items keep their version
     versions: dict[tuple[str, int], TrackerType] = field(default_factory=dict)
+    #: plugins' field checks, ``{name: check(value, schema)}``, that ``x-validator`` names;
+    #: None when the registry was loaded without plugins (``x-validator`` is then not run)
+    field_validators: dict | None = None
 
     def type(self, key: str, version: int | None = None) -> TrackerType:
         from engine.errors import NotFound

@@ -614,6 +614,8 @@ class ItemService:
         )
         if user is not None and user.id != self.actor.user_id:
             self._notify(item, [user.id], "assigned", f"{self.actor.username} assigned {item.title} to you")
+        moved = {"from": old.username if old else None, "to": user.username if user else None}
+        self._outbox_event(item, "assigned", moved)
 
     def _write_data(
         self, item: Item, new_data: dict, status: str, problems: list[Problem] | None = None, *, creating: bool = False
@@ -623,7 +625,7 @@ class ItemService:
         tracker_type = self.type_of(item) if not creating else self.registry.type(item.type_key)
         workflow = self.registry.workflow_for(tracker_type)
         problems = list(problems or ())
-        problems += schema_problems(_validator(tracker_type), new_data)
+        problems += schema_problems(_validator(tracker_type, self.registry.field_validators), new_data)
         item_ctx = {
             "status": status,
             "assignee": item.assignee.username if item.assignee else None,
@@ -929,16 +931,17 @@ class ItemService:
 
 # -- helpers -------------------------------------------------------------------------------
 
-_validators: dict[tuple[str, int, int], Any] = {}
+_validators: dict[tuple[str, int, int, int], Any] = {}
 
 
-def _validator(tracker_type: TrackerType):
-    """Compile each type's schema once; keyed by identity so reloaded definitions recompile."""
+def _validator(tracker_type: TrackerType, field_validators: dict | None = None):
+    """Compile each type's schema once; keyed by identity so reloaded definitions (or another
+    set of plugin checks for ``x-validator``) recompile."""
     from engine.validation import make_validator
 
-    key = (tracker_type.key, tracker_type.version, id(tracker_type.schema))
+    key = (tracker_type.key, tracker_type.version, id(tracker_type.schema), id(field_validators))
     if key not in _validators:
-        _validators[key] = make_validator(tracker_type.schema)
+        _validators[key] = make_validator(tracker_type.schema, field_validators)
     return _validators[key]
 
 
