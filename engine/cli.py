@@ -165,8 +165,11 @@ def status() -> None:
 @click.argument("folders", nargs=-1, type=click.Path(file_okay=False, path_type=Path))
 def check(folders: tuple[Path, ...]) -> None:
     """Check the built-in definitions, TRACKER_DEFINITIONS_PATH and FOLDERS; list every problem."""
+    from engine.definitions.plugin_refs import check_plugin_references
+
     rt = _runtime()
-    registry = load_registry([*rt.settings.definitions_path, *folders])
+    registry = load_registry([*rt.settings.definitions_path, *rt.plugins.definition_folders(), *folders])
+    check_plugin_references(registry, set(rt.plugins.field_validators()))
     for problem in registry.problems:
         click.echo(str(problem))
     summary = (
@@ -723,6 +726,10 @@ def _table(rows: list[tuple[str, ...]]) -> None:
     for row in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
+
+from engine import cli_plugins  # noqa: E402 - registers after the commands above exist
+
+cli_plugins.register(cli)
 
 if __name__ == "__main__":
     cli(prog_name="tracker")

@@ -48,6 +48,7 @@ def check(runtime: Runtime) -> Health:
             + (f"; {len(registry.problems)} problems (run 'tracker check')" if registry.problems else ""),
         )
     )
+    health.checks.append(_plugins(runtime))
     url = runtime.settings.redis_url
     if not url:
         health.checks.append(Check("redis", True, "not configured: jobs run in-process"))
@@ -60,6 +61,28 @@ def check(runtime: Runtime) -> Health:
         except Exception as exc:  # noqa: BLE001
             health.checks.append(Check("redis", False, f"unreachable at {_safe(url)}: {exc}"))
     return health
+
+
+def _plugins(runtime: Runtime) -> Check:
+    """Plugins that failed to load, and plugin errors stored in the last 24 hours (listed on
+    ``/admin/plugins``): either turns the check red."""
+    from engine.plugins import recent_error_count
+
+    infos = runtime.plugins.info()
+    loaded = sum(1 for i in infos if i.status == "loaded")
+    failed = [i.name for i in infos if i.status == "failed"]
+    disabled = sum(1 for i in infos if i.status == "disabled")
+    detail = f"{loaded} loaded" + (f", {disabled} disabled" if disabled else "")
+    if failed:
+        detail += f"; failed to load: {', '.join(failed)}"
+    try:
+        with runtime.session() as session:
+            recent = recent_error_count(session)
+    except Exception:  # noqa: BLE001 - the database check above already says what is wrong
+        recent = 0
+    if recent:
+        detail += f"; {recent} error{'' if recent == 1 else 's'} in the last 24 hours (see /admin/plugins)"
+    return Check("plugins", not failed and not recent, detail)
 
 
 def _safe(url: str) -> str:
