@@ -55,10 +55,12 @@ def index_for(registry: Registry, tracker_type: TrackerType, tasklist: TaskList,
     # resolved columns, so the qualified query still matches
     predicate = static_filter(registry, tracker_type, tasklist, dialect.name).replace("items.", "")
     keys = [_compiled(date_key(f, dialect.name), dialect) for f in relative_fields(tasklist)]
-    # type and status lead so that the planner sees the index constrained by the same
-    # equality and IN terms as the general (type_key, status) index, and prefers it as the
-    # smaller one
-    columns = ", ".join(["type_key", "status"] + [f"({k})" for k in keys] + ["assignee_id", "created_by_id"])
+    # a relative-date field leads, so "due in the next 10 days" seeks straight to its few
+    # entries instead of reading every open item's; without one, type and status lead so
+    # that the planner sees the index constrained by the same equality and IN terms as the
+    # general (type_key, status) index, and prefers it as the smaller one
+    leading = [f"({k})" for k in keys] + ["type_key", "status"]
+    columns = ", ".join([*leading, "assignee_id", "created_by_id"])
     # the name follows the definition, so an edited list gets a fresh index
     digest = hashlib.sha1(f"{columns} WHERE {predicate}".encode()).hexdigest()[:10]
     name = f"{PREFIX}{tracker_type.key[:24]}_{digest}"

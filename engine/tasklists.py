@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from engine import permissions
 from engine.definitions.model import Condition, Registry, TaskList, TrackerType
+from engine.documents import missing_clause
 from engine.errors import NotFound
 from engine.models import Item
 from engine.permissions import Actor
@@ -105,7 +106,17 @@ class TaskListService:
             select(func.count()).select_from(Item).where(self.where(t, tl)).scalar_subquery().label(f"c{i}")
             for i, (t, tl) in enumerate(pairs)
         ]
+        postgres = self.session.get_bind().dialect.name == "postgresql"
+        if postgres:
+            # Planning this statement weighs every partial index on items for every list and
+            # costs more than counting. Its shape never changes (the fixed filters are literal
+            # SQL, only dates and ids are parameters), so once psycopg has prepared it the
+            # generic plan is as good as a fresh one; PostgreSQL would otherwise keep re-planning
+            # because a generic date range looks dearer than the real one.
+            self.session.execute(text("SET LOCAL plan_cache_mode = force_generic_plan"))
         row = self.session.execute(select(*counts)).one()
+        if postgres:
+            self.session.execute(text("RESET plan_cache_mode"))
         return [
             {"key": tl.key, "label": tl.label, "type": t.key, "type_name": t.name, "count": row[i] or 0}
             for i, (t, tl) in enumerate(pairs)
@@ -152,6 +163,10 @@ class TaskListService:
                 column = generated_column(cond.field)
                 field = date_key(cond.field, dialect) if column in self.date_columns else json_text(cond.field, dialect)
                 clauses.append(field < day if cond.op == "before" else field > day)
+        if tasklist.documents_missing:
+            # a subquery cannot be part of an index predicate, so it stays out of static_filter:
+            # the list's index narrows the rows, the documents index answers each NOT EXISTS
+            clauses.append(missing_clause(tasklist.documents_missing))
         return and_(*clauses)
 
 
