@@ -1,0 +1,248 @@
+"""The e-portfolio plugin: signed webhooks out through the outbox, progress in through a signed endpoint."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import select
+
+from engine.config import Settings
+from engine.errors import NotFound, ValidationFailed
+from engine.models import Event, Item, Outbox
+from engine.plugins import PluginHost
+from plugins import eportfolio
+from plugins.eportfolio import (
+    EportfolioConfig,
+    ProgressUpdate,
+    SignatureRefused,
+    WebhookFailed,
+    apply_progress,
+    deliver,
+    sign,
+    verify,
+)
+from tests.fake_apis import EPORTFOLIO_SECRET, FakeEportfolio, running
+
+NOW = 1_750_000_000  # a fixed "now" for signatures, in seconds since 1970
+
+
+@pytest.fixture
+def receiver():
+    yield from running(FakeEportfolio())
+
+
+def settings_for(tmp_path, db_url: str = "sqlite://", **plugin_env: str) -> Settings:
+    env = {f"TRACKER_PLUGIN_EPORTFOLIO_{k.upper()}": v for k, v in plugin_env.items()}
+    return Settings(instance_path=tmp_path, database_url=db_url, secret_key="x", plugin_env=env)
+
+
+# -- signatures ----------------------------------------------------------------------------------
+
+
+def test_the_signature_is_hmac_sha256_of_timestamp_dot_body():
+    import hashlib
+    import hmac
+
+    body = b'{"item_id":1}'
+    expected = hmac.new(b"s3cret", b"1750000000." + body, hashlib.sha256).hexdigest()
+    assert sign("s3cret", NOW, body) == f"sha256={expected}"
+
+
+def test_verify_accepts_a_fresh_signed_request_and_returns_its_time():
+    body = b'{"item_id":1}'
+    assert verify("s", body, str(NOW), sign("s", NOW, body), now=NOW + 10, tolerance=300) == NOW
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "signature", "reason"),
+    [
+        (None, "sha256=00", "needs the X-Tracker-Timestamp and X-Tracker-Signature"),
+        (str(NOW), None, "needs the X-Tracker-Timestamp and X-Tracker-Signature"),
+        ("yesterday", "sha256=00", "not a number"),
+        (str(NOW - 301), "good", "more than 300 seconds"),
+        (str(NOW + 301), "good", "more than 300 seconds"),
+        (str(NOW), "sha256=" + "0" * 64, "does not match"),
+        (str(NOW), "good-for-other-body", "does not match"),
+        (str(NOW), "good-for-other-secret", "does not match"),
+    ],
+)
+def test_verify_refuses_what_is_missing_stale_or_forged(timestamp, signature, reason):
+    body = b'{"item_id":1}'
+    if signature == "good":
+        signature = sign("s", int(timestamp), body)
+    elif signature == "good-for-other-body":
+        signature = sign("s", NOW, b'{"item_id":2}')
+    elif signature == "good-for-other-secret":
+        signature = sign("other", NOW, body)
+    with pytest.raises(SignatureRefused, match=reason):
+        verify("s", body, timestamp, signature, now=NOW, tolerance=300)
+
+
+def test_the_timestamp_cannot_be_moved_without_breaking_the_signature():
+    body = b'{"item_id":1}'
+    old = sign("s", NOW - 3600, body)
+    with pytest.raises(SignatureRefused, match="does not match"):
+        verify("s", body, str(NOW), old, now=NOW, tolerance=300)
+
+
+# -- configuration -------------------------------------------------------------------------------
+
+
+def test_settings_come_from_tracker_plugin_eportfolio_variables(tmp_path):
+    config = EportfolioConfig.from_settings(
+        settings_for(
+            tmp_path, url="http://e.example/hook", secret="k", types="apprenticeship, traineeship", timeout="2"
+        )
+    )
+    assert config == EportfolioConfig("http://e.example/hook", "k", ("apprenticeship", "traineeship"), 300, 2.0)
+    assert config.sends("traineeship") and not config.sends("learner")
+    assert not EportfolioConfig(url="http://e.example/hook").sends("apprenticeship")  # no secret, nothing sent
+
+
+# -- out: delivering one webhook -----------------------------------------------------------------
+
+
+def test_deliver_posts_the_signed_body_with_its_headers(receiver):
+    config = EportfolioConfig(receiver.url + "/hooks/tracker", EPORTFOLIO_SECRET)
+    deliver(config, {"id": "7", "event": "item.updated", "item": {"id": 3}}, now=NOW)
+    request = receiver.requests[0]
+    assert receiver.signature_ok(request)
+    assert request.headers["x-tracker-timestamp"] == str(NOW)
+    assert request.headers["x-tracker-delivery"] == "7"
+    assert request.headers["x-tracker-event"] == "item.updated"
+    assert request.headers["content-type"] == "application/json"
+    assert request.json() == {"id": "7", "event": "item.updated", "item": {"id": 3}}
+
+
+@pytest.mark.parametrize("problem", ["wrong secret", "outage", "silent", "gone"])
+def test_deliver_raises_when_the_e_portfolio_does_not_take_it(receiver, problem):
+    config = EportfolioConfig(receiver.url + "/hooks/tracker", EPORTFOLIO_SECRET, timeout=0.2)
+    if problem == "wrong secret":
+        config = EportfolioConfig(receiver.url + "/hooks/tracker", "not-the-secret")
+    elif problem == "outage":
+        receiver.outage = 503
+    elif problem == "silent":
+        receiver.hang = True
+    else:
+        config = EportfolioConfig(receiver.url + "/nowhere", EPORTFOLIO_SECRET)
+    with pytest.raises(WebhookFailed):
+        deliver(config, {"id": "1", "event": "item.created"})
+
+
+# -- in: reading a progress request ---------------------------------------------------------------
+
+
+def test_a_progress_request_maps_onto_the_apprenticeship_fields():
+    update = ProgressUpdate.parse(
+        b'{"item_id": 4, "progress_percent": 40, "otj_hours_logged": 120.5, "last_activity": "2025-03-01"}'
+    )
+    assert update == ProgressUpdate(
+        4, {"eportfolio_progress": 40, "otj_hours_logged": 120.5, "eportfolio_last_activity": "2025-03-01"}
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"{not json", "not JSON"),
+        (b"[1, 2]", "must be a JSON object"),
+        (b'{"progress_percent": 5}', "item_id must be"),
+        (b'{"item_id": "4", "progress_percent": 5}', "item_id must be"),
+        (b'{"item_id": true, "progress_percent": 5}', "item_id must be"),
+        (b'{"item_id": 4}', "Nothing to update"),
+        (b'{"item_id": 4, "progress_percent": 5, "status": "completed"}', "Unknown field(s): status"),
+    ],
+)
+def test_a_progress_request_that_cannot_be_read_says_why(raw, reason):
+    with pytest.raises(eportfolio.BadProgress, match=reason.replace("(", r"\(").replace(")", r"\)")):
+        ProgressUpdate.parse(raw)
+
+
+# -- in: saving progress through the item service (both databases) --------------------------------
+
+APPRENTICESHIP = {
+    "standard_code": 298,
+    "employer_name": "New Forest Training Ltd",
+    "english_maths_met": True,
+    "start_date": "2025-01-06",
+    "planned_end_date": "2026-03-31",
+    "total_negotiated_price": 7000,
+}
+
+
+@pytest.fixture
+def apprenticeship(system, learner) -> Item:
+    return system.create("apprenticeship", dict(APPRENTICESHIP), subject_id=learner.id)
+
+
+def test_progress_is_saved_with_its_history_as_the_e_portfolio(session, registry, apprenticeship):
+    update = ProgressUpdate(apprenticeship.id, {"eportfolio_progress": 40, "otj_hours_logged": 120.5})
+    saved = apply_progress(session, registry, EportfolioConfig(), update)
+    assert saved.data["eportfolio_progress"] == 40 and saved.data["otj_hours_logged"] == 120.5
+    assert saved.data["standard_code"] == 298  # the rest is kept
+    event = session.scalars(select(Event).where(Event.item_id == saved.id).order_by(Event.id.desc())).first()
+    assert event.kind == "updated" and event.actor_id is None
+    assert {c["path"] for c in event.payload["changes"]} == {"/eportfolio_progress", "/otj_hours_logged"}
+    outbox = session.scalars(select(Outbox).where(Outbox.kind == "item_event").order_by(Outbox.id.desc())).first()
+    assert outbox.payload["actor"] == "e-portfolio"
+
+
+def test_an_unknown_item_or_another_type_is_not_found_and_nothing_changes(session, registry, learner):
+    config = EportfolioConfig()
+    with pytest.raises(NotFound, match="There is no apprenticeship #9999"):
+        apply_progress(session, registry, config, ProgressUpdate(9999, {"eportfolio_progress": 1}))
+    with pytest.raises(NotFound):  # the learner record is not something the e-portfolio may change
+        apply_progress(session, registry, config, ProgressUpdate(learner.id, {"eportfolio_progress": 1}))
+    assert session.get(Item, learner.id).version == 1
+
+
+def test_values_the_type_refuses_change_nothing(session, registry, apprenticeship):
+    with pytest.raises(ValidationFailed) as caught:
+        apply_progress(
+            session, registry, EportfolioConfig(), ProgressUpdate(apprenticeship.id, {"eportfolio_progress": 140})
+        )
+    assert caught.value.problems[0].path == "/eportfolio_progress"
+    session.expire_all()
+    assert "eportfolio_progress" not in session.get(Item, apprenticeship.id).data
+
+
+# -- out: from the outbox, with retries (both databases) ----------------------------------------
+
+
+def host_for(tmp_path, db_url: str, receiver: FakeEportfolio, **extra: str) -> PluginHost:
+    settings = settings_for(tmp_path, db_url, url=receiver.url + "/hooks/tracker", secret=EPORTFOLIO_SECRET, **extra)
+    return PluginHost(settings, plugins=[("eportfolio", eportfolio)], entry_points=False)
+
+
+def run_outbox(session, registry, host: PluginHost) -> list[tuple[int, str, str]]:
+    """Hand each waiting row to the host once, as the relay does; returns (id, kind, outcome)."""
+    outcomes = []
+    for row in session.scalars(select(Outbox).where(Outbox.status == "pending").order_by(Outbox.id)).all():
+        try:
+            host.handle_outbox(session, row, registry)
+        except Exception as exc:  # noqa: BLE001 - the relay records it and retries the row
+            session.rollback()
+            outcomes.append((row.id, row.kind, f"failed: {exc}"))
+            continue
+        row.status = "done"
+        session.commit()
+        outcomes.append((row.id, row.kind, "done"))
+    return outcomes
+
+
+def test_item_events_become_signed_webhooks(tmp_path, db_url, session, registry, system, learner, receiver):
+    host = host_for(tmp_path, db_url, receiver)
+    item = system.create("apprenticeship", dict(APPRENTICESHIP), subject_id=learner.id)
+    system.update(item.id, changes={"otj_hours_logged": 12})
+    system.create("learner", {"given_name": "Al", "family_name": "Bo", "date_of_birth": "2000-01-01"})
+    run_outbox(session, registry, host)  # item_event rows fan out into plugin_event rows
+    run_outbox(session, registry, host)  # which deliver
+    sent = receiver.received()
+    assert [(b["event"], b["item"]["id"]) for b in sent] == [("item.created", item.id), ("item.updated", item.id)]
+    created, updated = sent
+    assert created["item"]["type"] == "apprenticeship" and created["item"]["url"].endswith(f"/items/{item.id}")
+    assert created["subject"] == {"id": learner.id, "type": "learner", **{k: v for k, v in learner.data.items()}}
+    assert updated["paths"] == ["/otj_hours_logged"] and updated["item"]["data"]["otj_hours_logged"] == 12
+    # finance fields never leave
+    assert "total_negotiated_price" not in json.dumps(sent)
