@@ -7,18 +7,30 @@ It speaks the public data API: ``GET <base>/company/<number>`` with HTTP basic a
 ``country``); an unknown number is 404 ``{"errors": [{"error": "company-profile-not-found"}]}``
 and too many calls (600 per five minutes) are 429.
 
-Configuration: ``TRACKER_COMPANIES_HOUSE_URL`` (default
-``https://api.company-information.service.gov.uk``), ``TRACKER_COMPANIES_HOUSE_KEY`` (no key:
-the lookup is off) and ``TRACKER_COMPANIES_HOUSE_TIMEOUT`` (seconds, default 5).
+The lookup is named ``companies_house``: a schema property with ``"x-lookup": "companies_house"``
+(the company number) offers the registered name and office, filling the fields of the same
+object named ``name``, ``company_number`` and ``address`` (an object with ``line1``, ``line2``,
+``town``, ``region``, ``postcode``, ``country``), where the schema has them. The validator
+``company_number`` checks the shape of a number.
+
+Configuration: ``TRACKER_PLUGIN_COMPANIES_HOUSE_KEY`` (an API key; without one no lookup is
+offered), ``TRACKER_PLUGIN_COMPANIES_HOUSE_URL`` (default
+``https://api.company-information.service.gov.uk``) and ``TRACKER_PLUGIN_COMPANIES_HOUSE_TIMEOUT``
+(seconds, default 5).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
+from typing import Any
 
+from engine.config import Settings
+from engine.plugins import Invalid, LookupResult, LookupUnavailable, hookimpl
 from plugins.jsonhttp import ServiceUnavailable, basic_auth, join, request_json
 
+NAME = "companies_house"
 SERVICE = "Companies House lookup"
 DEFAULT_URL = "https://api.company-information.service.gov.uk"
 DEFAULT_TIMEOUT = 5.0
@@ -71,8 +83,8 @@ class Company:
         return self.status == "active"
 
     def values(self) -> dict[str, str]:
-        """The answer as the names a schema's ``x-lookup`` fill map uses (empty parts left out):
-        name, company_number, status, line1, line2, town, region, postcode, country."""
+        """The answer flat (empty parts left out): name, company_number, status, line1, line2,
+        town, region, postcode, country."""
         out = {
             "name": self.name,
             "company_number": self.number,
@@ -85,6 +97,12 @@ class Company:
             "country": self.country,
         }
         return {k: v for k, v in out.items() if v}
+
+    def fills(self) -> dict[str, Any]:
+        """What the lookup fills: ``name``, ``company_number`` and the ``address`` object."""
+        flat = self.values()
+        address = {k: flat[k] for k in ("line1", "line2", "town", "region", "postcode", "country") if k in flat}
+        return {"name": self.name, "company_number": self.number, **({"address": address} if address else {})}
 
     def summary(self) -> str:
         address = ", ".join(p for p in (self.line1, self.line2, self.town, self.postcode) if p)
@@ -117,7 +135,8 @@ class CompaniesHouseClient:
             return None
         if response.status == 401:
             raise CompaniesHouseRefused(
-                "Companies House refused the API key; check TRACKER_COMPANIES_HOUSE_KEY (a key from the developer hub)."
+                "Companies House refused the API key; "
+                "check TRACKER_PLUGIN_COMPANIES_HOUSE_KEY (a key from the Companies House developer hub)."
             )
         if response.status == 429:
             raise CompaniesHouseRefused(
@@ -150,3 +169,59 @@ def _first_line(premises: str, line1: str) -> str:
     if not line1:
         return premises
     return f"{premises} {line1}" if premises.isdigit() else f"{premises}, {line1}"
+
+
+# -- the plugin ----------------------------------------------------------------------------------
+
+log = logging.getLogger(__name__)
+
+UNAVAILABLE = "Companies House lookup is unavailable just now; you can still save, without it."
+
+
+def client_from(settings: Settings) -> CompaniesHouseClient | None:
+    """The configured client, or None without ``TRACKER_PLUGIN_COMPANIES_HOUSE_KEY``."""
+    own = settings.plugin(NAME)
+    key = own.get("key")
+    if not key:
+        return None
+    return CompaniesHouseClient(key, own.get("url", DEFAULT_URL), timeout=own.number("timeout", DEFAULT_TIMEOUT))
+
+
+def lookup(client: CompaniesHouseClient, params: dict[str, str]) -> list[LookupResult]:
+    """The ``companies_house`` lookup: ``q`` (or ``company_number``) is the number typed."""
+    typed = params.get("q") or params.get("company_number") or ""
+    try:
+        number = normalise_number(typed)
+    except CompanyNumberInvalid:
+        shown = typed.strip()[:20]
+        raise Invalid(
+            f"'{shown}' is not a company number" if shown else "Type a company number first", NUMBER_ADVICE
+        ) from None
+    try:
+        company = client.company(number)
+    except ServiceUnavailable as exc:
+        log.warning("Companies House lookup of %s failed: %s", number, exc)
+        raise LookupUnavailable(UNAVAILABLE) from exc
+    except CompaniesHouseRefused as exc:
+        log.error("Companies House refused the lookup of %s: %s", number, exc)
+        raise LookupUnavailable(f"{exc} You can still save, without the lookup.") from exc
+    return [LookupResult(company.summary(), company.fills())] if company is not None else []
+
+
+def validate_company_number(value: Any, schema: dict) -> None:
+    """The ``company_number`` field check: 8 digits, or two capital letters and 6 digits."""
+    if value in (None, ""):
+        return
+    if not isinstance(value, str) or not _NUMBER.fullmatch(value):
+        raise Invalid("is not a company number", NUMBER_ADVICE)
+
+
+@hookimpl
+def tracker_lookups(settings):
+    client = client_from(settings)
+    return {NAME: lambda params: lookup(client, params)} if client is not None else {}
+
+
+@hookimpl
+def tracker_field_validators(settings):
+    return {"company_number": validate_company_number}

@@ -4,18 +4,31 @@ A UK postcode gives its local authority district, region, country and coordinate
 holds no street addresses). Forms use it to offer the fields a schema marks for filling (see
 ``x-lookup`` in docs/plugins.md); when the service is down or slow the form still saves.
 
-Configuration: ``TRACKER_POSTCODE_URL`` (default ``https://api.postcodes.io``; empty turns the
-lookup off) and ``TRACKER_POSTCODE_TIMEOUT`` (seconds, default 3).
+The lookup is named ``postcode``: a schema property with ``"x-lookup": "postcode"`` offers the
+answer's values to the fields of the same object named ``postcode`` (written the Royal Mail
+way), ``district`` (the local authority), ``region``, ``country``, ``county`` and ``ward``, where
+the schema has them. A postcode the service does not know gives no answer, which is no error:
+new postcodes reach it late.
+
+Configuration: ``TRACKER_PLUGIN_POSTCODE_URL`` (default ``https://api.postcodes.io``) and
+``TRACKER_PLUGIN_POSTCODE_TIMEOUT`` (seconds, default 3). ``TRACKER_PLUGINS_DISABLED=postcode``
+turns the lookup off.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import asdict, dataclass
 
+from engine.config import Settings
+from engine.plugins import Invalid, LookupResult, LookupUnavailable, hookimpl
 from plugins.jsonhttp import ServiceUnavailable, join, request_json
 
+NAME = "postcode"
 SERVICE = "Postcode lookup"
+#: what the user reads when the service is down or slow; the form saves without the lookup
+UNAVAILABLE = "Postcode lookup is unavailable just now; you can still save, without it."
 DEFAULT_URL = "https://api.postcodes.io"
 DEFAULT_TIMEOUT = 3.0
 
@@ -46,12 +59,10 @@ class PostcodeAddress:
     latitude: float | None = None
 
     def values(self) -> dict[str, str]:
-        """The answer as the names a schema's ``x-lookup`` fill map uses, leaving out what is
-        unknown: postcode, district, town (the district again: the nearest thing to a post town
-        the service has), region, country, county, ward, longitude, latitude."""
+        """The answer keyed by the field names it fills, leaving out what is unknown: postcode,
+        district, region, country, county, ward, longitude, latitude. (No town: the local
+        authority is not the post town, and the service has no street addresses.)"""
         out = {k: v for k, v in asdict(self).items() if v not in (None, "")}
-        if self.district:
-            out["town"] = self.district
         return {k: v if isinstance(v, str) else str(v) for k, v in out.items()}
 
     def summary(self) -> str:
@@ -114,3 +125,36 @@ class PostcodeClient:
 
 def _number(value: object) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+# -- the plugin ----------------------------------------------------------------------------------
+
+log = logging.getLogger(__name__)
+
+
+def client_from(settings: Settings) -> PostcodeClient:
+    own = settings.plugin(NAME)
+    return PostcodeClient(own.get("url", DEFAULT_URL), timeout=own.number("timeout", DEFAULT_TIMEOUT))
+
+
+def lookup(client: PostcodeClient, params: dict[str, str]) -> list[LookupResult]:
+    """The ``postcode`` lookup: ``q`` (or ``postcode``) is the postcode typed."""
+    typed = (params.get("q") or params.get("postcode") or "").strip()
+    postcode = normalise(typed)
+    if postcode is None:
+        raise Invalid(
+            f"'{typed[:20]}' is not a UK postcode" if typed else "Type a postcode first",
+            "Enter the whole postcode, for example SW1A 1AA.",
+        )
+    try:
+        found = client.lookup(postcode)
+    except ServiceUnavailable as exc:
+        log.warning("postcode lookup of %s failed: %s", postcode, exc)
+        raise LookupUnavailable(UNAVAILABLE) from exc
+    return [LookupResult(found.summary(), found.values())] if found is not None else []
+
+
+@hookimpl
+def tracker_lookups(settings):
+    client = client_from(settings)
+    return {NAME: lambda params: lookup(client, params)}

@@ -22,20 +22,31 @@ name and organisation password) and the body::
 
 401 means the credentials were refused; 400 a request the service could not read.
 
-Configuration: ``TRACKER_ULN_URL`` (empty: the lookup is off), ``TRACKER_ULN_USERNAME``,
-``TRACKER_ULN_PASSWORD``, ``TRACKER_ULN_UKPRN`` and ``TRACKER_ULN_TIMEOUT`` (seconds, default 10).
+The lookup is named ``uln``: a schema property with ``"x-lookup": {"name": "uln", "inputs":
+{"given_name": ..., "family_name": ..., "date_of_birth": ..., "postcode": ...}}`` offers each
+learner found, and picking one fills the property with their ULN. Only ULNs that pass the
+check digit are offered. The validator ``uln`` (``"x-validator": "uln"``) checks the check digit.
+Admins see the endpoint and test the connection at ``/admin/uln``.
+
+Configuration: ``TRACKER_PLUGIN_ULN_URL`` (empty: no lookup is offered),
+``TRACKER_PLUGIN_ULN_USERNAME``, ``TRACKER_PLUGIN_ULN_PASSWORD``, ``TRACKER_PLUGIN_ULN_UKPRN`` and
+``TRACKER_PLUGIN_ULN_TIMEOUT`` (seconds, default 10).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Protocol
+from typing import Any, Protocol
 
+from engine.config import Settings
+from engine.plugins import Invalid, LookupResult, LookupUnavailable, MenuLink, hookimpl
 from plugins.jsonhttp import ServiceUnavailable, basic_auth, join, request_json
 from plugins.postcode import normalise as normalise_postcode
 
+NAME = "uln"
 SERVICE = "ULN lookup"
 DEFAULT_TIMEOUT = 10.0
 #: the ULN used while the real one is being looked up (not allowed on apprenticeships)
@@ -171,7 +182,7 @@ class HttpUlnClient:
         if response.status in (401, 403):
             raise UlnRefused(
                 f"The Learning Records Service refused the credentials ({answer.get('Message') or response.status}); "
-                "check TRACKER_ULN_USERNAME, TRACKER_ULN_PASSWORD and TRACKER_ULN_UKPRN."
+                "check TRACKER_PLUGIN_ULN_USERNAME, TRACKER_PLUGIN_ULN_PASSWORD and TRACKER_PLUGIN_ULN_UKPRN."
             )
         if response.status != 200:
             raise UlnRefused(
@@ -196,3 +207,108 @@ def _match(raw: dict) -> LearnerMatch | None:
         gender=str(raw.get("Gender") or ""),
         postcode=str(raw.get("LastKnownPostCode") or ""),
     )
+
+
+# -- the plugin ----------------------------------------------------------------------------------
+
+log = logging.getLogger(__name__)
+
+UNAVAILABLE = (
+    "ULN lookup is unavailable just now; you can still save, with the temporary ULN 9999999999 "
+    "if the learner has none yet, and look it up later."
+)
+REFUSED = "ULN lookup is not working: the Learning Records Service refused Tracker's search. Tell an administrator."
+
+
+def client_from(settings: Settings) -> HttpUlnClient | None:
+    """The configured client, or None when ``TRACKER_PLUGIN_ULN_URL`` is not set."""
+    own = settings.plugin(NAME)
+    url = own.get("url")
+    if not url:
+        return None
+    return HttpUlnClient(
+        url,
+        username=own.get("username"),
+        password=own.get("password"),
+        ukprn=own.get("ukprn"),
+        timeout=own.number("timeout", DEFAULT_TIMEOUT),
+    )
+
+
+def lookup(client: UlnClient, params: dict[str, str]) -> list[LookupResult]:
+    """The ``uln`` lookup: ``given_name``, ``family_name``, ``date_of_birth`` (YYYY-MM-DD) and,
+    optionally, ``postcode`` and ``gender``; each learner found fills ``uln``."""
+    given, family = params.get("given_name", "").strip(), params.get("family_name", "").strip()
+    born = params.get("date_of_birth", "").strip()
+    if not (given and family and born):
+        raise Invalid(
+            "Fill in the given name, family name and date of birth first",
+            "The Learning Records Service finds a ULN from them (and the postcode, if you have it).",
+        )
+    try:
+        birthday = date.fromisoformat(born)
+    except ValueError:
+        raise Invalid(
+            f"'{born[:20]}' is not a date of birth", "Enter it as YYYY-MM-DD, for example 2004-09-17."
+        ) from None
+    who = Demographics(given, family, birthday, params.get("postcode", ""), params.get("gender", ""))
+    try:
+        found = client.find(who)
+    except ServiceUnavailable as exc:
+        log.warning("ULN lookup failed: %s", exc)
+        raise LookupUnavailable(UNAVAILABLE) from exc
+    except UlnRefused as exc:
+        log.error("ULN lookup refused: %s", exc)
+        raise LookupUnavailable(REFUSED) from exc
+    if found.code == TOO_MANY:
+        raise Invalid(found.explain())
+    results = []
+    for match in found.matches:
+        if not check_digit_ok(match.uln):
+            log.warning("the Learning Records Service offered ULN %s, which fails the check digit; left out", match.uln)
+            continue
+        results.append(LookupResult(_label(match, found.exact), {"uln": match.uln}))
+    return results
+
+
+def _label(match: LearnerMatch, exact: bool) -> str:
+    born = f"born {match.date_of_birth}" if match.date_of_birth else ""
+    details = ", ".join(p for p in (born, match.postcode, match.gender_label) if p)
+    return f"{match.uln}: {match.given_name} {match.family_name} ({details})" + (" - exact match" if exact else "")
+
+
+def validate_uln(value: Any, schema: dict) -> None:
+    """The ``uln`` field check: ten digits passing the check digit (9999999999 is let through:
+    it is the temporary ULN, which the type's own rules may warn about)."""
+    if value in (None, "", TEMPORARY_ULN):
+        return
+    if not isinstance(value, str) or not check_digit_ok(value):
+        raise Invalid(
+            "is not a real ULN: it fails the check-digit test",
+            "Re-type it from the learner's LRS record, or use Find ULN; a single mistyped digit makes the check fail.",
+        )
+
+
+@hookimpl
+def tracker_lookups(settings):
+    client = client_from(settings)
+    return {NAME: lambda params: lookup(client, params)} if client is not None else {}
+
+
+@hookimpl
+def tracker_field_validators(settings):
+    return {NAME: validate_uln}
+
+
+@hookimpl
+def tracker_blueprints(settings):
+    from plugins.uln_admin import bp
+
+    return [bp]
+
+
+@hookimpl
+def tracker_menu_links(actor):
+    from engine import permissions
+
+    return [MenuLink("ULN lookup", "/admin/uln")] if permissions.allows(actor, "users.admin") else []

@@ -6,6 +6,9 @@ import base64
 
 import pytest
 
+from engine.config import Settings
+from engine.plugins import Invalid, LookupUnavailable, PluginHost
+from plugins import companies_house
 from plugins.companies_house import (
     CompaniesHouseClient,
     CompaniesHouseRefused,
@@ -86,7 +89,7 @@ def test_an_invalid_number_is_never_sent(fake_companies_house):
 
 
 def test_a_wrong_key_and_the_rate_limit_are_refusals_with_advice(fake_companies_house):
-    with pytest.raises(CompaniesHouseRefused, match="TRACKER_COMPANIES_HOUSE_KEY"):
+    with pytest.raises(CompaniesHouseRefused, match="TRACKER_PLUGIN_COMPANIES_HOUSE_KEY"):
         CompaniesHouseClient("wrong-key", fake_companies_house.url).company("04828784")
     fake_companies_house.rate_limited = True
     with pytest.raises(CompaniesHouseRefused, match="try again in a few minutes"):
@@ -100,3 +103,67 @@ def test_an_outage_and_a_silent_service_are_unavailable(fake_companies_house):
     fake_companies_house.outage, fake_companies_house.hang = None, True
     with pytest.raises(ServiceUnavailable, match="no answer"):
         CompaniesHouseClient(CH_KEY, fake_companies_house.url, timeout=0.2).company("04828784")
+
+
+# -- the lookup the forms call, and the field check ---------------------------------------------
+
+
+def test_the_lookup_fills_the_employers_name_number_and_address(fake_companies_house):
+    client = CompaniesHouseClient(CH_KEY, fake_companies_house.url)
+    [result] = companies_house.lookup(client, {"q": "4828784"})
+    assert result.label == "NEW FOREST TRAINING LIMITED, 04828784: 1 High Street, Old Town, Lymington, SO41 8AN"
+    assert result.values == {
+        "name": "NEW FOREST TRAINING LIMITED",
+        "company_number": "04828784",
+        "address": {
+            "line1": "1 High Street",
+            "line2": "Old Town",
+            "town": "Lymington",
+            "region": "Hampshire",
+            "postcode": "SO41 8AN",
+            "country": "England",
+        },
+    }
+    assert companies_house.lookup(client, {"q": "09999999"}) == []
+
+
+@pytest.mark.parametrize(
+    ("typed", "message"), [("", "Type a company number first"), ("ABC", "'ABC' is not a company number")]
+)
+def test_the_lookup_refuses_a_malformed_number_with_a_clear_message(fake_companies_house, typed, message):
+    with pytest.raises(Invalid) as caught:
+        companies_house.lookup(CompaniesHouseClient(CH_KEY, fake_companies_house.url), {"q": typed})
+    assert caught.value.message == message
+    assert "8 digits" in caught.value.advice and "SC123456" in caught.value.advice
+    assert fake_companies_house.requests == []
+
+
+def test_outages_rate_limits_and_a_wrong_key_leave_the_form_usable(fake_companies_house):
+    client = CompaniesHouseClient(CH_KEY, fake_companies_house.url)
+    fake_companies_house.outage = 503
+    with pytest.raises(LookupUnavailable, match="unavailable just now; you can still save"):
+        companies_house.lookup(client, {"q": "04828784"})
+    fake_companies_house.outage, fake_companies_house.rate_limited = None, True
+    with pytest.raises(LookupUnavailable, match="try again in a few minutes"):
+        companies_house.lookup(client, {"q": "04828784"})
+    fake_companies_house.rate_limited = False
+    with pytest.raises(LookupUnavailable, match="refused the API key"):
+        companies_house.lookup(CompaniesHouseClient("nope", fake_companies_house.url), {"q": "04828784"})
+
+
+def test_the_company_number_field_check():
+    for fine in ("04828784", "SC123456", "", None):
+        companies_house.validate_company_number(fine, {})
+    for wrong in ("4828784", "sc123456", "SC12345", 4828784):
+        with pytest.raises(Invalid, match="is not a company number"):
+            companies_house.validate_company_number(wrong, {})
+
+
+def test_without_a_key_no_lookup_is_offered(tmp_path, fake_companies_house):
+    bare = Settings(instance_path=tmp_path, secret_key="x")
+    assert PluginHost(bare, plugins=[("companies_house", companies_house)], entry_points=False).lookups() == {}
+    env = {"TRACKER_PLUGIN_COMPANIES_HOUSE_KEY": CH_KEY, "TRACKER_PLUGIN_COMPANIES_HOUSE_URL": fake_companies_house.url}
+    settings = Settings(instance_path=tmp_path, secret_key="x", plugin_env=env)
+    host = PluginHost(settings, plugins=[("companies_house", companies_house)], entry_points=False)
+    _plugin, find = host.lookups()["companies_house"]
+    assert find({"q": "SC123456"})[0].values["address"]["town"] == "Edinburgh"

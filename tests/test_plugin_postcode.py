@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from engine.config import Settings
+from engine.plugins import Invalid, LookupUnavailable, PluginHost
+from plugins import postcode
 from plugins.jsonhttp import ServiceUnavailable
 from plugins.postcode import PostcodeClient, normalise
 from tests.fake_apis import FakePostcodes, running
@@ -56,7 +59,7 @@ def test_a_scottish_postcode_has_no_region_and_offers_none(fake_postcodes):
     assert found.region is None
     values = found.values()
     assert "region" not in values
-    assert values["district"] == values["town"] == "City of Edinburgh"
+    assert values["district"] == "City of Edinburgh"
     assert values["country"] == "Scotland"
 
 
@@ -106,3 +109,52 @@ def test_an_answer_that_is_not_json_is_an_outage(fake_postcodes, monkeypatch):
     monkeypatch.setattr(FakePostcodes, "route", lambda self, request: (200, b"<html>captive portal</html>", {}))
     with pytest.raises(ServiceUnavailable, match="not JSON"):
         PostcodeClient(fake_postcodes.url).lookup("SW1A 1AA")
+
+
+# -- the lookup the forms call ----------------------------------------------------------------
+
+
+def test_the_lookup_offers_the_fields_a_schema_can_fill(fake_postcodes):
+    [result] = postcode.lookup(PostcodeClient(fake_postcodes.url), {"q": "sw1a1aa"})
+    assert result.label == "SW1A 1AA: Westminster, London, England"
+    assert result.values["postcode"] == "SW1A 1AA"
+    assert (result.values["district"], result.values["region"], result.values["country"]) == (
+        "Westminster",
+        "London",
+        "England",
+    )
+    assert "town" not in result.values  # the local authority is not the post town
+
+
+def test_the_lookup_of_an_unknown_postcode_offers_nothing(fake_postcodes):
+    assert postcode.lookup(PostcodeClient(fake_postcodes.url), {"q": "ZZ1 9ZZ"}) == []
+
+
+@pytest.mark.parametrize(("typed", "message"), [("", "Type a postcode first"), ("SW1A", "'SW1A' is not a UK postcode")])
+def test_the_lookup_refuses_text_that_is_no_postcode(fake_postcodes, typed, message):
+    with pytest.raises(Invalid) as caught:
+        postcode.lookup(PostcodeClient(fake_postcodes.url), {"q": typed})
+    assert caught.value.message == message and "SW1A 1AA" in caught.value.advice
+    assert fake_postcodes.requests == []
+
+
+@pytest.mark.parametrize("trouble", ["outage", "hang"])
+def test_when_the_service_is_down_or_slow_the_lookup_says_the_form_still_saves(fake_postcodes, trouble):
+    setattr(fake_postcodes, trouble, 503 if trouble == "outage" else True)
+    with pytest.raises(LookupUnavailable) as caught:
+        postcode.lookup(PostcodeClient(fake_postcodes.url, timeout=0.2), {"q": "SW1A 1AA"})
+    assert caught.value.message == "Postcode lookup is unavailable just now; you can still save, without it."
+
+
+def test_the_plugin_reads_its_settings_and_gives_the_lookup(tmp_path, fake_postcodes):
+    settings = Settings(
+        instance_path=tmp_path,
+        secret_key="x",
+        plugin_env={"TRACKER_PLUGIN_POSTCODE_URL": fake_postcodes.url, "TRACKER_PLUGIN_POSTCODE_TIMEOUT": "1.5"},
+    )
+    host = PluginHost(settings, plugins=[("postcode", postcode)], entry_points=False)
+    plugin, find = host.lookups()["postcode"]
+    assert plugin == "postcode"
+    assert find({"q": "EH1 1YZ"})[0].values["district"] == "City of Edinburgh"
+    assert postcode.client_from(settings).timeout == 1.5
+    assert postcode.client_from(Settings(instance_path=tmp_path, secret_key="x")).base_url == postcode.DEFAULT_URL

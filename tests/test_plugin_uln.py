@@ -6,6 +6,9 @@ from datetime import date
 
 import pytest
 
+from engine.config import Settings
+from engine.plugins import Invalid, LookupUnavailable, PluginHost
+from plugins import uln
 from plugins.jsonhttp import ServiceUnavailable
 from plugins.uln import EXACT, NO_MATCH, POSSIBLE, TOO_MANY, Demographics, HttpUlnClient, UlnRefused, check_digit_ok
 from tests.fake_apis import LRS_PASSWORD, LRS_UKPRN, LRS_USER, FakeLrs, running
@@ -92,7 +95,7 @@ def test_gender_narrows_the_search(fake_lrs):
 
 
 def test_wrong_credentials_are_refused_with_advice_for_the_admin(fake_lrs):
-    with pytest.raises(UlnRefused, match="TRACKER_ULN_PASSWORD"):
+    with pytest.raises(UlnRefused, match="TRACKER_PLUGIN_ULN_PASSWORD"):
         client(fake_lrs, password="wrong").find(JANE)
 
 
@@ -109,3 +112,74 @@ def test_describe_names_the_endpoint_but_never_the_password(fake_lrs):
     text = client(fake_lrs).describe()
     assert fake_lrs.url in text and LRS_USER in text and LRS_UKPRN in text
     assert LRS_PASSWORD not in text
+
+
+# -- the lookup the forms call, and the field check ---------------------------------------------
+
+JANE_PARAMS = {"given_name": "Jane", "family_name": "Smith", "date_of_birth": "2001-02-03"}
+
+
+def test_find_uln_offers_each_match_to_pick_and_fills_the_uln(fake_lrs):
+    results = uln.lookup(client(fake_lrs), JANE_PARAMS)
+    assert [r.values for r in results] == [{"uln": "1000000043"}, {"uln": "1000000027"}]
+    assert results[0].label == "1000000043: Jane Smith (born 2001-02-03, SW1A 1AA, Female)"
+    [exact] = uln.lookup(client(fake_lrs), {**JANE_PARAMS, "postcode": "SW1A 1AA"})
+    assert exact.label.endswith("- exact match") and exact.values == {"uln": "1000000043"}
+
+
+def test_a_match_whose_uln_fails_the_check_digit_is_never_offered(fake_lrs):
+    fake_lrs.learners[1]["ULN"] = "1000000028"
+    assert [r.values["uln"] for r in uln.lookup(client(fake_lrs), JANE_PARAMS)] == ["1000000043"]
+
+
+def test_no_match_offers_nothing_and_too_many_says_what_to_add(fake_lrs):
+    assert uln.lookup(client(fake_lrs), {**JANE_PARAMS, "given_name": "Janet"}) == []
+    fake_lrs.too_many = 1
+    with pytest.raises(Invalid, match="add the postcode"):
+        uln.lookup(client(fake_lrs), JANE_PARAMS)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"given_name": "Jane", "family_name": "Smith"}, "Fill in the given name, family name and date of birth first"),
+        ({**JANE_PARAMS, "date_of_birth": "3/2/2001"}, "'3/2/2001' is not a date of birth"),
+    ],
+)
+def test_find_uln_needs_the_details_first_and_sends_nothing_without_them(fake_lrs, params, message):
+    with pytest.raises(Invalid) as caught:
+        uln.lookup(client(fake_lrs), params)
+    assert caught.value.message == message
+    assert fake_lrs.requests == []
+
+
+def test_an_outage_or_refused_credentials_leave_the_form_usable(fake_lrs):
+    fake_lrs.outage = 503
+    with pytest.raises(LookupUnavailable, match="you can still save, with the temporary ULN 9999999999"):
+        uln.lookup(client(fake_lrs), JANE_PARAMS)
+    fake_lrs.outage = None
+    with pytest.raises(LookupUnavailable, match="Tell an administrator"):
+        uln.lookup(client(fake_lrs, password="wrong"), JANE_PARAMS)
+
+
+def test_the_uln_field_check(fake_lrs):
+    for fine in ("1000000043", "9999999999", "", None):
+        uln.validate_uln(fine, {})
+    with pytest.raises(Invalid, match="fails the check-digit test"):
+        uln.validate_uln("1000000042", {})
+
+
+def test_without_an_endpoint_no_lookup_is_offered(tmp_path, fake_lrs):
+    bare = Settings(instance_path=tmp_path, secret_key="x")
+    assert uln.client_from(bare) is None
+    assert PluginHost(bare, plugins=[("uln", uln)], entry_points=False).lookups() == {}
+    env = {
+        "TRACKER_PLUGIN_ULN_URL": fake_lrs.url,
+        "TRACKER_PLUGIN_ULN_USERNAME": LRS_USER,
+        "TRACKER_PLUGIN_ULN_PASSWORD": LRS_PASSWORD,
+        "TRACKER_PLUGIN_ULN_UKPRN": LRS_UKPRN,
+    }
+    settings = Settings(instance_path=tmp_path, secret_key="x", plugin_env=env)
+    host = PluginHost(settings, plugins=[("uln", uln)], entry_points=False)
+    _plugin, find = host.lookups()["uln"]
+    assert find({**JANE_PARAMS, "postcode": "SW1A1AA"})[0].values == {"uln": "1000000043"}
