@@ -247,9 +247,19 @@ def _caseload(session: Session, registry: Registry, today: date) -> int:
                             "prog_type": 25,
                             "std_code": 298,
                             "del_loc_postcode": "SO41 3AA",
+                            "con_ref_number": f"A{i:02d}B7C"[:6],
                             "comp_status": 1,
+                            "delivery_fams": [
+                                {"type": "ACT", "code": "1", "date_from": day(start)},
+                                {"type": "SOF", "code": "105"},
+                            ],
+                            "app_fin_records": [
+                                {"type": "TNP", "code": 1, "date": day(start), "amount": 4500},
+                                {"type": "TNP", "code": 2, "date": day(start), "amount": 500},
+                            ],
                         }
                     ],
+                    "contract": "levy_2526",
                 },
                 subject_id=learner.id,
             )

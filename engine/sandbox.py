@@ -14,7 +14,11 @@ from typing import Any
 from jinja2 import ChainableUndefined, TemplateSyntaxError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from engine.sandbox_helpers import register_helpers
+
 _env = ImmutableSandboxedEnvironment(undefined=ChainableUndefined, autoescape=False)
+# tests and filters for rules: ULN check digit, postcode and NI number formats, dates, duplicates
+register_helpers(_env)
 
 _RELATIVE = re.compile(r"^today(?:\s*([+-])\s*(\d+)\s*([dwmy]))?$")
 

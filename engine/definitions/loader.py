@@ -8,6 +8,8 @@ problem is left out; the rest load.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 from dataclasses import dataclass
 from importlib import resources
@@ -21,6 +23,7 @@ from engine.definitions.model import (
     PSEUDO_ROLES,
     Action,
     Condition,
+    Contract,
     Registry,
     Reminder,
     Role,
@@ -37,6 +40,7 @@ from engine.definitions.model import (
 from engine.definitions.sourcemap import Document, SourceError, pointer, read_json, read_yaml
 from engine.sandbox import ExpressionError, compile_expression, compile_template, relative_date
 from engine.validation import (
+    choices,
     make_validator,
     schema_at,
     schema_problems,
@@ -97,7 +101,7 @@ def _metaschema(name: str) -> Draft202012Validator:
     return Draft202012Validator(json.loads(text))
 
 
-_META = {name: _metaschema(f"{name}.schema.json") for name in ("type", "workflow", "roles")}
+_META = {name: _metaschema(f"{name}.schema.json") for name in ("type", "workflow", "roles", "contract")}
 
 
 class _Collector:
@@ -169,6 +173,7 @@ def load_registry(folders: list[Path] | None = None, *, builtin: bool = True) ->
                     _load_type(path, registry, out)
     for wf, doc in raw_workflows:
         _check_create_actions(wf, doc, registry, out)
+    _load_contracts(sources, registry, out)
     registry.problems = out.problems
     return registry
 
@@ -421,11 +426,17 @@ def _load_type(folder: Path, registry: Registry, out: _Collector) -> None:
                 f"template '{tpl['key']}' is not valid: {problem.message}",
                 problem.advice,
             )
-    for i, rule in enumerate(raw.get("rules") or ()):
-        _check_expression(out, doc, f"/rules/{i}/when", rule["when"])
-        if rule.get("path"):
-            dotted = ".".join(p for p in rule["path"].strip("/").split("/") if not p.isdigit())
-            field(f"/rules/{i}/path", dotted, "path")
+    _check_rules(out, doc, schema, raw.get("rules") or (), "/rules")
+    if raw.get("contract_field"):
+        field("/contract_field", raw["contract_field"])
+        sub = schema_at(schema, raw["contract_field"]) or {}
+        if sub and sub.get("type") != "string":
+            out.add(
+                doc,
+                "/contract_field",
+                f"'{raw['contract_field']}' is not a text property",
+                'Name a property with "type": "string".',
+            )
     roles_known = set(registry.roles)
     for i, tl in enumerate(raw.get("tasklists") or ()):
         base = f"/tasklists/{i}"
@@ -495,10 +506,8 @@ def _load_type(folder: Path, registry: Registry, out: _Collector) -> None:
             Section(s["section"], tuple(s["fields"]), tuple(s.get("hidden") or ())) for s in raw.get("layout") or ()
         ),
         templates=tuple(Template(t["key"], t["name"], t["data"]) for t in raw.get("templates") or ()),
-        rules=tuple(
-            Rule(r["key"], r["when"], r["message"], r.get("advice", ""), r.get("path", ""), r.get("severity", "error"))
-            for r in raw.get("rules") or ()
-        ),
+        rules=tuple(_rule(r) for r in raw.get("rules") or ()),
+        contract_field=raw.get("contract_field"),
         tasklists=tuple(_tasklist(t) for t in raw.get("tasklists") or ()),
         permissions={role: tuple(caps) for role, caps in (raw.get("permissions") or {}).items()},
         source=_display(folder),
@@ -574,4 +583,144 @@ def _tasklist(raw: dict[str, Any]) -> TaskList:
         status_categories=tuple(flt.get("status_category") or ()),
         assignee=flt.get("assignee", "any"),
         conditions=tuple(Condition(c["field"], c["op"], c.get("value")) for c in flt.get("all") or ()),
+    )
+
+
+# -- rules and contract rules ----------------------------------------------------------------
+
+
+def _rule(raw: dict[str, Any]) -> Rule:
+    return Rule(
+        raw["key"],
+        raw["when"],
+        raw["message"],
+        raw.get("advice", ""),
+        raw.get("path", ""),
+        raw.get("severity", "error"),
+        raw.get("for_each", ""),
+    )
+
+
+def _check_rules(out: _Collector, doc: Document, schema: dict, rules, base: str, taken: set[str] = frozenset()) -> None:
+    """Rules (of a type.yaml, or of a contract file with the type's rule keys ``taken``): the
+    expression compiles, ``for_each`` names an array, ``path`` names a field, keys are unique."""
+    names = ", ".join(sorted((schema.get("properties") or {}).keys()))
+    keys: set[str] = set()
+    for i, rule in enumerate(rules):
+        ptr = f"{base}/{i}"
+        if rule["key"] in keys or rule["key"] in taken:
+            where = "a rule of the type itself" if rule["key"] in taken else "listed twice"
+            out.add(doc, f"{ptr}/key", f"rule key '{rule['key']}' is {where}", "Give each rule its own key.")
+        keys.add(rule["key"])
+        _check_expression(out, doc, f"{ptr}/when", rule["when"])
+        each = rule.get("for_each")
+        if each:
+            sub = schema_at(schema, each)
+            if sub is None or sub.get("type") != "array":
+                out.add(
+                    doc,
+                    f"{ptr}/for_each",
+                    f"'{each}' is not an array property of schema.json",
+                    'Name a property with "type": "array", e.g. learning_deliveries '
+                    "(a.b for an array inside each row of a).",
+                )
+        path = rule.get("path") or ""
+        if "*" in path and not each:
+            out.add(
+                doc,
+                f"{ptr}/path",
+                "'*' in a path stands for a row, but the rule has no for_each",
+                "Add for_each: ARRAY.",
+            )
+        if path:
+            dotted = ".".join(p for p in path.strip("/").split("/") if not p.isdigit() and p != "*")
+            if schema_at(schema, dotted) is None:
+                out.add(
+                    doc,
+                    f"{ptr}/path",
+                    f"path '{dotted}' is not a property of schema.json",
+                    f"Use one of: {names}." if names else "Add the property to schema.json.",
+                )
+
+
+def _load_contracts(sources: list[Folder], registry: Registry, out: _Collector) -> None:
+    """``tracker_types/<type>/contracts/<key>.yaml`` in every folder: a contract's own rules for
+    a type, switched on for an item by the type's ``contract_field``. When that field lists no
+    values itself, the contracts found become its choices (so forms offer them)."""
+    for folder in sources:
+        if not folder.types.is_dir():
+            continue
+        for type_folder in sorted(p for p in folder.types.iterdir() if (p / "contracts").is_dir()):
+            for path in sorted((type_folder / "contracts").glob("*.y*ml")):
+                _load_contract(path, type_folder.name, registry, out)
+    for type_key, contracts in registry.contracts.items():
+        tracker_type = registry.types[type_key]
+        field = tracker_type.contract_field or ""
+        sub = schema_at(tracker_type.schema, field) or {}
+        if contracts and not choices(sub) and field in (tracker_type.schema.get("properties") or {}):
+            options = [{"const": c.key, "title": c.name} for c in contracts.values()]
+            schema = copy.deepcopy(tracker_type.schema)
+            schema["properties"][field] = {**sub, "oneOf": options}
+            tracker_type = dataclasses.replace(tracker_type, schema=schema)
+            registry.types[type_key] = tracker_type
+            registry.versions[(type_key, tracker_type.version)] = tracker_type
+
+
+def _load_contract(path: Path, type_key: str, registry: Registry, out: _Collector) -> None:
+    doc = out.read(path)
+    if doc is None or not out.meta(doc, "contract"):
+        return
+    raw, before = doc.value, len(out.problems)
+    if raw["key"] != path.stem:
+        out.add(
+            doc,
+            "/key",
+            f"key '{raw['key']}' does not match the file name '{path.name}'",
+            f"Rename the file to {raw['key']}.yaml or change the key to '{path.stem}'.",
+        )
+    tracker_type = registry.types.get(type_key)
+    if tracker_type is None:
+        out.add(
+            doc,
+            "",
+            f"tracker type '{type_key}' (the folder above contracts/) does not exist or did not load",
+            "Put the file under tracker_types/<type>/contracts/ of a type that loads: "
+            f"{', '.join(sorted(registry.types))}.",
+        )
+        return
+    if not tracker_type.contract_field:
+        out.add(
+            doc,
+            "",
+            f"type '{type_key}' has no contract_field, so no item could switch these rules on",
+            f"Add 'contract_field: <a text property>' to {type_key}'s type.yaml.",
+        )
+        return
+    existing = registry.contracts.get(type_key, {}).get(raw["key"])
+    if existing is not None:
+        out.add(
+            doc,
+            "/key",
+            f"contract '{raw['key']}' of type '{type_key}' is already defined in {existing.source}",
+            "Use another key; a later folder cannot replace an earlier definition.",
+        )
+        return
+    allowed = choices(schema_at(tracker_type.schema, tracker_type.contract_field) or {})
+    if allowed is not None and raw["key"] not in [value for value, _label in allowed]:
+        out.add(
+            doc,
+            "/key",
+            f"'{raw['key']}' is not one of the values field '{tracker_type.contract_field}' allows",
+            f"Use one of: {', '.join(str(v) for v, _label in allowed)}, or add it to the field in schema.json.",
+        )
+    _check_rules(out, doc, tracker_type.schema, raw["rules"], "/rules", {r.key for r in tracker_type.rules})
+    if len(out.problems) != before:
+        return
+    registry.contracts.setdefault(type_key, {})[raw["key"]] = Contract(
+        key=raw["key"],
+        type_key=type_key,
+        name=raw["name"],
+        rules=tuple(_rule(r) for r in raw["rules"]),
+        description=raw.get("description", ""),
+        source=_display(path),
     )

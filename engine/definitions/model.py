@@ -92,6 +92,20 @@ class Rule:
     advice: str = ""
     path: str = ""
     severity: str = "error"
+    for_each: str = ""
+
+
+@dataclass(frozen=True)
+class Contract:
+    """A contract's own rules for one type (``tracker_types/<type>/contracts/<key>.yaml``),
+    applied to the items whose ``contract_field`` holds ``key``."""
+
+    key: str
+    type_key: str
+    name: str
+    rules: tuple[Rule, ...] = ()
+    description: str = ""
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -169,6 +183,8 @@ class TrackerType:
     permissions: dict[str, tuple[str, ...]] = field(default_factory=dict)
     source: str = ""
     reminders: tuple[Reminder, ...] = ()
+    #: the property naming the contract whose rules apply to an item (see :class:`Contract`)
+    contract_field: str | None = None
 
     def template(self, key: str) -> Template | None:
         return next((t for t in self.templates if t.key == key), None)
@@ -202,6 +218,8 @@ class Registry:
     problems: list = field(default_factory=list)
     #: older versions of types, ``{(key, version): TrackerType}``; items keep their version
     versions: dict[tuple[str, int], TrackerType] = field(default_factory=dict)
+    #: contract rules, ``{type key: {contract key: Contract}}``
+    contracts: dict[str, dict[str, Contract]] = field(default_factory=dict)
     #: plugins' field checks, ``{name: check(value, schema)}``, that ``x-validator`` names;
     #: None when the registry was loaded without plugins (``x-validator`` is then not run)
     field_validators: dict | None = None

@@ -27,6 +27,7 @@ from engine.errors import Conflict, NotFound, PermissionDenied, Problem, Validat
 from engine.history import diff
 from engine.models import Event, Item, Outbox, RoleGrant, User, Watcher
 from engine.permissions import Actor
+from engine.rules import rule_problems
 from engine.validation import get_path, humanize_label, is_filled, schema_at, schema_problems
 
 log = logging.getLogger(__name__)
@@ -635,10 +636,8 @@ class ItemService:
         subject_ctx = _subject_context(item.subject)
         context = sandbox.context_for(new_data, item_ctx, subject_ctx)
         warnings = []
-        for rule in tracker_type.rules:
-            if _rule_fails(rule.when, context, rule.key):
-                problem = Problem(rule.path, rule.message, rule.advice, rule.key, rule.severity)
-                (warnings if rule.severity == "warning" else problems).append(problem)
+        for problem in rule_problems(self.registry, tracker_type, new_data, context):
+            (warnings if problem.severity == "warning" else problems).append(problem)
         state = workflow.state(status)
         for name in workflow.fields_for(status).required:
             if not is_filled(get_path(new_data, name)):
@@ -967,14 +966,6 @@ def _set_value(spec: dict, today: date) -> dict:
         node = node.setdefault(part, {})
     node[parts[-1]] = value
     return out
-
-
-def _rule_fails(expression: str, context: dict, key: str) -> bool:
-    try:
-        return sandbox.evaluate(expression, context)
-    except Exception:  # data the schema already refuses can make a rule uncomputable
-        log.debug("rule %s could not be evaluated", key, exc_info=True)
-        return False
 
 
 def _render_title(tracker_type: TrackerType, context: dict) -> str:
