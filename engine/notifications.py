@@ -114,6 +114,12 @@ class Channel(ABC):
     label: str = ""
     external: bool = True
     digestible: bool = False
+    #: event kinds the channel is on for until the user chooses (None: all of them); an
+    #: opt-in channel such as SMS names only a few
+    default_events: frozenset[str] | None = None
+    #: a page where users set the channel up (e.g. their mobile number), linked from the preferences page
+    setup_url: str = ""
+    setup_label: str = ""
 
     def ready(self, ctx: DeliveryContext) -> bool:
         """False when the channel is not configured here (then it is not used at all)."""
@@ -244,10 +250,15 @@ class PreferenceSet:
 
     channels: dict[str, set[str]]
     digest: bool = False
+    #: per channel, the event kinds it is on for until chosen (None or missing: all)
+    defaults: dict[str, frozenset[str] | None] = field(default_factory=dict)
 
     def wants(self, event: str, channel: str) -> bool:
         chosen = self.channels.get(event)
-        return True if chosen is None else channel in chosen
+        if chosen is None:
+            default = self.defaults.get(channel)
+            return default is None or event in default
+        return channel in chosen
 
 
 class Preferences:
@@ -302,8 +313,9 @@ def load_preferences(
 ) -> dict[int, PreferenceSet]:
     """Preferences of several users in one query; users with no rows get everything on."""
     ids = list(user_ids)
-    keys = [c.key for c in channels]
-    out = {uid: PreferenceSet({}) for uid in ids}
+    channels = list(channels)
+    defaults = {c.key: c.default_events for c in channels}
+    out = {uid: PreferenceSet({}, defaults=defaults) for uid in ids}
     if not ids:
         return out
     rows = session.scalars(select(NotificationPreference).where(NotificationPreference.user_id.in_(ids)))
@@ -312,7 +324,7 @@ def load_preferences(
         if (row.event, row.channel) == (DIGEST_EVENT, DIGEST_CHANNEL):
             prefs.digest = row.enabled
             continue
-        chosen = prefs.channels.setdefault(row.event, set(keys))
+        chosen = prefs.channels.setdefault(row.event, {c.key for c in channels if prefs.wants(row.event, c.key)})
         if row.enabled:
             chosen.add(row.channel)
         else:

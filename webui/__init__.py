@@ -30,7 +30,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.update(config)
     app.extensions["tracker"] = Runtime(settings)
 
-    from webui import admin, api, auth, errors, inbox, item_pages, lists
+    from webui import admin, api, auth, errors, inbox, item_pages, lists, plugin_admin
 
     auth.init_app(app)
     errors.init_app(app)
@@ -40,6 +40,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(item_pages.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(inbox.bp)
+    plugin_admin.init_app(app)  # after the built-in pages, so theirs win any clash
     app.add_url_rule("/", endpoint="index")
 
     @app.teardown_appcontext

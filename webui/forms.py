@@ -52,6 +52,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from markupsafe import Markup
 from wtforms import BooleanField, RadioField, SelectField, SelectMultipleField, StringField, TextAreaField
 from wtforms.fields.core import Field, UnboundField
 from wtforms.form import BaseForm
@@ -1108,3 +1109,62 @@ def spec_at(spec: FieldSpec, path: str) -> FieldSpec | None:
             continue
         node = node.child(part) if node is not None and node.kind == "object" else None
     return node
+
+
+# -- plugins: widgets and lookups -----------------------------------------------------------------
+
+
+def field_input(node: Node) -> Markup:
+    """The input of an editable leaf field: a plugin's widget when the schema names one with
+    ``x-widget`` (falling back to the usual input when it does not exist or fails), followed by
+    a "Look up" button when the schema has ``x-lookup`` (shown by forms.js; see
+    :func:`lookup_button`)."""
+    from engine.plugins import WidgetContext
+    from webui import runtime
+
+    attrs = node.attrs()
+    html = None
+    widget = node.spec.schema.get("x-widget")
+    if isinstance(widget, str) and widget not in ("textarea", "select", "radio"):
+        value = node.input._value() if node.input is not None and hasattr(node.input, "_value") else ""
+        ctx = WidgetContext(
+            name=node.name,
+            id=node.name,
+            value="" if value is None else str(value),
+            label=node.label,
+            schema=node.spec.schema,
+            required=node.required,
+            choices=tuple((_form_value(v), label) for v, label in node.spec.choices or ()),
+            attrs={k: ("" if v is True else str(v)) for k, v in attrs.items()},
+        )
+        html = runtime().plugins.render_widget(widget, ctx)
+    out = Markup(html) if html is not None else Markup(node.input(**attrs))
+    return out + lookup_button(node)
+
+
+def lookup_button(node: Node) -> Markup:
+    """For ``x-lookup``: a hidden button forms.js reveals. It calls ``/lookups/<name>`` with the
+    ``inputs`` (query parameter -> field of the same object; default ``{"q": <this field>}``)
+    and offers the results, each filling the fields its ``values`` name in the same object."""
+    from flask import url_for
+
+    spec = node.spec.schema.get("x-lookup")
+    if not spec:
+        return Markup("")
+    config = spec if isinstance(spec, dict) else {"name": spec}
+    name = str(config.get("name", ""))
+    inputs = config.get("inputs") or {"q": node.spec.key}
+    label = config.get("label") or "Look up"
+    return Markup(
+        '<button type="button" class="secondary lookup" hidden id="{id}-lookup-button" data-lookup-url="{url}"'
+        ' data-lookup-scope="{scope}" data-lookup-inputs="{inputs}" aria-controls="{id}-lookup">{label}'
+        '<span class="visually-hidden"> for {field}</span></button>'
+        '<div class="lookup-results" id="{id}-lookup" aria-live="polite"></div>'
+    ).format(
+        id=node.name,
+        url=url_for("plugins.lookup", name=name),
+        scope=node.scope,
+        inputs=json.dumps(inputs),
+        label=label,
+        field=node.label,
+    )

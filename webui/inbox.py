@@ -14,7 +14,7 @@ from sqlalchemy import select, text
 from engine import outbox, permissions
 from engine.errors import PermissionDenied, ValidationFailed
 from engine.models import Item, User
-from engine.notifications import EVENTS, Inbox, Preferences, default_channels
+from engine.notifications import EVENTS, Inbox, Preferences
 from webui import db_session, runtime
 
 bp = Blueprint("inbox", __name__)
@@ -110,7 +110,7 @@ def _back() -> str:
 @bp.route("/preferences", methods=["GET", "POST"])
 @login_required
 def preferences():
-    channels = default_channels()
+    channels = runtime().channels()
     prefs = Preferences(db_session(), int(current_user.id), channels)
     problems: list = []
     status = 200
@@ -216,6 +216,9 @@ def health():
         return {"status": "down", "database": {"ok": False}}, 503
     if body["outbox"]["dead"]:
         body["status"] = "degraded"
+    plugins = _plugin_health(session)
+    if plugins["failed"] or plugins["errors_24h"]:
+        body["plugins"], body["status"] = plugins, "degraded"
     url = runtime().settings.redis_url
     if url:
         from engine.jobs import redis_connection
@@ -227,3 +230,12 @@ def health():
             body["redis"] = {"ok": False}
             body["status"] = "degraded"
     return body, 200, {"Cache-Control": "no-store"}
+
+
+def _plugin_health(session) -> dict:
+    """Plugins that failed to load and plugin errors of the last 24 hours (shown only when
+    there are any: see /admin/plugins)."""
+    from engine.plugins import recent_error_count
+
+    failed = [i.name for i in runtime().plugins.info() if i.status == "failed"]
+    return {"ok": False, "failed": failed, "errors_24h": recent_error_count(session)}

@@ -2,7 +2,9 @@
  * - conditional fields (if/then/else): elements with data-show-when are hidden, and their
  *   inputs disabled so they are not sent, while their condition does not hold;
  * - Enter in a search box presses its Find button (data-enter-clicks);
- * - focus on the error summary after a refused save.
+ * - focus on the error summary after a refused save;
+ * - "Look up" buttons (x-lookup, see webui/forms.py lookup_button): ask /lookups/<name> with the
+ *   fields the button names and offer the answers; picking one fills the fields it names.
  * The format of data-show-when is documented in webui/forms.py (Clause.as_json). */
 (function () {
   "use strict";
@@ -62,10 +64,85 @@
     }
   }
 
+  function lookupQuery(form, button) {
+    var scope = button.getAttribute("data-lookup-scope");
+    var inputs = JSON.parse(button.getAttribute("data-lookup-inputs") || "{}");
+    var params = [];
+    Object.keys(inputs).forEach(function (param) {
+      params.push(encodeURIComponent(param) + "=" + encodeURIComponent(valueOf(form, scope + "-" + inputs[param])));
+    });
+    return params.join("&");
+  }
+
+  function fill(form, scope, values) {
+    Object.keys(values).forEach(function (key) {
+      var el = form.querySelector("[name='" + scope + "-" + key + "']");
+      if (!el || el.disabled) { return; }
+      el.value = values[key] === null || values[key] === undefined ? "" : String(values[key]);
+      el.dispatchEvent(new Event("change", { bubbles: true }));
+    });
+  }
+
+  function say(box, text, kind) {
+    var p = document.createElement("p");
+    p.className = kind;
+    p.textContent = text;
+    box.appendChild(p);
+  }
+
+  function lookup(form, button) {
+    var box = document.getElementById(button.getAttribute("aria-controls"));
+    var scope = button.getAttribute("data-lookup-scope");
+    box.textContent = "";
+    say(box, "Looking up…", "help");
+    button.disabled = true;
+    var url = button.getAttribute("data-lookup-url") + "?" + lookupQuery(form, button);
+    fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } })
+      .then(function (response) { return response.json(); })
+      .then(function (body) {
+        box.textContent = "";
+        var results = body.results || [];
+        if (body.message) { say(box, body.message + (body.advice ? " " + body.advice : ""), results.length ? "help" : "advice"); }
+        if (!results.length) { if (!body.message) { say(box, "Nothing found; type the details in.", "advice"); } return; }
+        var list = document.createElement("ul");
+        list.className = "lookup-list";
+        results.forEach(function (result) {
+          var item = document.createElement("li");
+          var choose = document.createElement("button");
+          choose.type = "button";
+          choose.className = "link";
+          choose.textContent = result.label;
+          choose.addEventListener("click", function () {
+            fill(form, scope, result.values || {});
+            box.textContent = "";
+            say(box, "Filled in from: " + result.label, "help");
+            button.focus();
+          });
+          item.appendChild(choose);
+          list.appendChild(item);
+        });
+        box.appendChild(list);
+        list.querySelector("button").focus();
+      })
+      .catch(function () {
+        box.textContent = "";
+        say(box, "The lookup did not answer; type the details in.", "advice");
+      })
+      .then(function () { button.disabled = false; });
+  }
+
+  function enhanceLookups(form) {
+    var buttons = form.querySelectorAll("[data-lookup-url]");
+    for (var i = 0; i < buttons.length; i++) {
+      buttons[i].hidden = false;
+      buttons[i].addEventListener("click", function () { lookup(form, this); });
+    }
+  }
+
   function start() {
     document.documentElement.classList.add("js");
     var forms = document.querySelectorAll("form[data-generated]");
-    for (var i = 0; i < forms.length; i++) { enhance(forms[i]); }
+    for (var i = 0; i < forms.length; i++) { enhance(forms[i]); enhanceLookups(forms[i]); }
     var summary = document.getElementById("error-summary");
     if (summary && !document.querySelector("[autofocus]")) { summary.focus(); }
   }
