@@ -467,6 +467,8 @@ def describe_event(event: Event) -> str:
     if event.kind == "updated":
         parts = [f"{c['path']}: {_short(c['old'])} -> {_short(c['new'])}" for c in p.get("changes", [])]
         return "changed " + "; ".join(parts)
+    if event.kind == "automation_ran":
+        return p.get("summary") or "ran"
     return event.kind
 
 
@@ -730,6 +732,10 @@ def _table(rows: list[tuple[str, ...]]) -> None:
 from engine import cli_plugins  # noqa: E402 - registers after the commands above exist
 
 cli_plugins.register(cli)
+
+from engine.cli_automations import automations  # noqa: E402 - it imports helpers from this module
+
+cli.add_command(automations)
 
 if __name__ == "__main__":
     cli(prog_name="tracker")

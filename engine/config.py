@@ -31,6 +31,8 @@ class Settings:
     mail_from: str = "Tracker <tracker@localhost>"
     #: the hour (0-23, local time of the scheduler) after which each day's digest e-mails go out
     digest_hour: int = 7
+    #: the time zone process automation schedules are written in (an IANA name)
+    timezone: str = "Europe/London"
     #: plugin names (entry-point names) not to load, from ``TRACKER_PLUGINS_DISABLED=a,b``
     plugins_disabled: tuple[str, ...] = ()
     #: every ``TRACKER_PLUGIN_<NAME>_<KEY>`` variable; read one plugin's with :meth:`plugin`
@@ -63,6 +65,7 @@ class Settings:
             smtp_url=env.get("TRACKER_SMTP_URL", "").strip(),
             mail_from=env.get("TRACKER_MAIL_FROM", "").strip() or "Tracker <tracker@localhost>",
             digest_hour=_digest_hour(env.get("TRACKER_DIGEST_HOUR", "")),
+            timezone=_timezone(env.get("TRACKER_TIMEZONE", "")),
             plugins_disabled=tuple(n.strip() for n in env.get("TRACKER_PLUGINS_DISABLED", "").split(",") if n.strip()),
             plugin_env={k: v for k, v in env.items() if k.startswith("TRACKER_PLUGIN_")},
         )
@@ -101,6 +104,33 @@ class PluginSettings:
             raise TrackerError(
                 f"{self.prefix}{key.upper()} is not a number: '{text}'.", "Set it to a number, or leave it unset."
             ) from None
+
+
+def _timezone(text: str) -> str:
+    """``TRACKER_TIMEZONE`` as a known IANA time zone name; empty means Europe/London."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    name = text.strip() or "Europe/London"
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise TrackerError(
+            f"TRACKER_TIMEZONE is not a time zone: '{text}'.",
+            "Set it to a name such as Europe/London or UTC, or leave it unset for Europe/London.",
+        ) from None
+    return name
+
+
+def _hour_of_day(name: str, text: str, default: int) -> int:
+    """An hour of the day (0-23) from the variable ``name``; empty means ``default``."""
+    if not text.strip():
+        return default
+    if not text.strip().isdigit() or not 0 <= int(text) <= 23:
+        raise TrackerError(
+            f"{name} is not an hour of the day: '{text}'.",
+            f"Set it to a whole number from 0 to 23, or leave it unset for {default}.",
+        )
+    return int(text)
 
 
 def _digest_hour(text: str) -> int:

@@ -187,13 +187,16 @@ class TickReport:
     digests: int = 0
     relayed: int = 0
     queued: int = 0
+    #: process automations that ran (schedules and dates)
+    automations: int = 0
     problems: list[str] = field(default_factory=list)
 
 
 class Scheduler:
-    """What ``tracker scheduler`` does on each tick: write the reminders due today, send
-    the daily digests, and send on outbox rows that are waiting (through RQ when Redis is
-    configured, through the relay in this process otherwise).
+    """What ``tracker scheduler`` does on each tick: write the reminders due today, run the
+    process automations whose schedule or date has come, send the daily digests, and send
+    on outbox rows that are waiting (through RQ when Redis is configured, through the relay
+    in this process otherwise).
 
     Args:
         runtime: settings, database and definitions.
@@ -218,6 +221,15 @@ class Scheduler:
         except Exception as exc:  # noqa: BLE001 - report and carry on with the other steps
             log.exception("reminders failed")
             report.problems.append(f"reminders: {exc}")
+        try:
+            from engine.services.automation import AutomationService
+
+            with rt.session() as session:
+                runner = AutomationService(session, rt.registry, clock=self.clock, zone=rt.settings.timezone)
+                report.automations = len(runner.run_due(now))
+        except Exception as exc:  # noqa: BLE001
+            log.exception("automations failed")
+            report.problems.append(f"automations: {exc}")
         try:
             mailer = Mailer.from_settings(rt.settings.smtp_url, rt.settings.mail_from)
             with rt.session() as session:
@@ -247,8 +259,9 @@ class Scheduler:
         while not stop.is_set():
             report = self.tick()
             log.info(
-                "scheduler: %d reminder(s), %d digest(s), %d row(s) relayed, %d queued%s",
+                "scheduler: %d reminder(s), %d automation run(s), %d digest(s), %d row(s) relayed, %d queued%s",
                 report.reminders,
+                report.automations,
                 report.digests,
                 report.relayed,
                 report.queued,

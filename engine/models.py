@@ -300,3 +300,44 @@ class PluginState(Base):
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     value: Mapped[dict[str, Any]] = mapped_column(default=dict)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class AutomationRun(Base):
+    """What a process automation did for one trigger instance and one target item: the
+    unique key makes a re-run or a duplicate event do nothing twice.
+
+    ``trigger_key`` names the trigger instance (``event:<outbox id>``, ``schedule:<local
+    time>``, ``date:<field>:<date>``); ``target_key`` is the target item's id, ``-`` for a
+    run with no item, or ``*`` for the marker that claims a whole scheduled run.
+    ``status``: ``done``, ``skipped`` or ``failed`` (tried again by the next run), and
+    ``running`` for a marker whose run has not finished.
+    """
+
+    __tablename__ = "automation_runs"
+    __table_args__ = (
+        UniqueConstraint("automation_id", "trigger_key", "target_key", name="uq_automation_runs_key"),
+        Index("ix_automation_runs_result", "automation_id", "target_key", "result_id"),
+    )
+
+    id: Mapped[intpk]
+    automation_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
+    trigger_key: Mapped[str] = mapped_column(String(200))
+    target_key: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    #: the item the run created, if any
+    result_id: Mapped[int | None] = mapped_column(ForeignKey("items.id", ondelete="SET NULL"))
+    detail: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(default=1)
+    at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class AssignmentCursor(Base):
+    """Whose turn it is for a type's ``round_robin`` assignment: a counter bumped atomically
+    by each new item, so turns are fair across web processes and workers."""
+
+    __tablename__ = "assignment_cursors"
+
+    type_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    role: Mapped[str] = mapped_column(String(64), primary_key=True)
+    turns: Mapped[int] = mapped_column(default=0)
+

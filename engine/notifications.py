@@ -54,6 +54,7 @@ EVENTS: dict[str, str] = {
     "mentioned": "Someone mentions me in a comment",
     "reminder": "A date in an item is coming up",
     "watched": "An item I watch changes",
+    "automation": "A process automation notifies me",
 }
 
 #: why the recipient receives a message of each kind, for the e-mail footer
@@ -63,6 +64,7 @@ _WHY = {
     "mentioned": "someone mentioned you in a comment",
     "reminder": "a reminder on this item names you",
     "watched": "you watch this item",
+    "automation": "a process automation names you",
 }
 
 #: the preference row that turns the daily digest on: event ``*``, channel ``digest``

@@ -239,6 +239,8 @@ class Relay:
             notifier.deliver(row)
             if self.plugins is not None:
                 self.plugins.handle_outbox(session, row, self.registry)
+            if row.kind == "item_event":
+                self._run_automations(row)
         except Exception as exc:  # noqa: BLE001 - every failure is recorded and retried
             session.rollback()
             return self._failed(session, outbox_id, exc)
@@ -251,6 +253,15 @@ class Relay:
         )
         session.commit()
         return "done", None
+
+    def _run_automations(self, row: Outbox) -> None:
+        """The process automations an item event triggers (see :mod:`engine.services.automation`),
+        in a session of their own: each action commits as it is done, and is done once."""
+        from engine.services.automation import AutomationService
+
+        with self.sessions() as session:
+            runner = AutomationService(session, self.registry, clock=self.clock, zone=self.settings.timezone)
+            runner.on_event(row.id, row.payload or {}, row.created_at)
 
     def _failed(self, session: Session, outbox_id: int, exc: Exception) -> tuple[str, datetime | None]:
         row = session.get(Outbox, outbox_id, populate_existing=True)

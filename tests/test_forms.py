@@ -89,20 +89,25 @@ def test_concern_fields_ref_one_of_and_condition(concern):
 
 def test_process_automation_conditions_follow_the_if_chain(registry):
     spec = forms.build_spec(registry.type("process_automation").schema)
-    trigger = spec.child("trigger")
+    trigger, action = spec.child("trigger"), spec.child("action")
 
-    def shown(field: str, event: str) -> bool:
-        return forms.condition_holds(trigger.child(field).show_when, {"event": event})
+    def shown(node, field: str, **values: str) -> bool:
+        return forms.condition_holds(node.child(field).show_when, values)
 
-    assert shown("schedule", "schedule") and not shown("schedule", "created") and not shown("schedule", "")
-    assert shown("state", "transitioned") and not shown("state", "date_reached")
-    assert shown("date_field", "date_reached") and not shown("date_field", "transitioned")
-    assert all(shown("type_key", e) for e in ("created", "transitioned", "date_reached", ""))
-    assert not shown("type_key", "schedule")
-    assert trigger.child("offset_days").show_when == () and trigger.child("event").show_when == ()
-    assert trigger.child("schedule").show_text == "Event is Schedule"
+    assert shown(trigger, "at", event="schedule") and not shown(trigger, "at", event="created")
+    assert not shown(trigger, "at", event="")
+    assert shown(trigger, "weekday", event="schedule", every="week")
+    assert not shown(trigger, "weekday", event="schedule", every="day")
+    assert shown(trigger, "state", event="transitioned") and not shown(trigger, "state", event="date_reached")
+    assert shown(trigger, "date_field", event="date_reached") and not shown(trigger, "date_field", event="transitioned")
+    assert trigger.child("event").show_when == ()
+    assert trigger.child("at").show_text == "Event is Schedule"
     assert trigger.child("state").show_text == "Event is Transitioned"
-    assert spec.child("action").child("recipient").show_text == "Action is not Create item, Assign or Transition"
+    # a field one action adds (in its "then" branch) shows with that action only
+    assert shown(action, "template", do="create_item") and not shown(action, "template", do="notify")
+    assert shown(action, "assign_to", do="create_item") and shown(action, "assign_to", do="assign")
+    assert not shown(action, "assign_to", do="notify")
+    assert action.child("recipient").show_text == "Action is Notify"
 
 
 def test_an_if_the_form_cannot_evaluate_shows_its_fields_always():
@@ -213,8 +218,8 @@ def test_conditional_values_are_dropped_when_the_condition_does_not_hold(concern
     assert bind(spec, referred_to="Police").to_json() == {}
     assert bind(spec, referred="y", referred_to="Police").to_json() == {"referred": True, "referred_to": "Police"}
     automation = forms.build_spec(registry.type("process_automation").schema)
-    data = bind(automation, trigger__event="schedule", trigger__schedule="0 7 * * 1", trigger__type_key="ilr")
-    assert data.to_json()["trigger"] == {"event": "schedule", "schedule": "0 7 * * 1"}
+    data = bind(automation, trigger__event="schedule", trigger__every="day", trigger__at="07:00", trigger__state="x")
+    assert data.to_json()["trigger"] == {"event": "schedule", "every": "day", "at": "07:00"}
 
 
 def test_checkbox_groups_for_arrays_of_choices():
@@ -353,8 +358,8 @@ def test_sections_follow_the_layout_with_hidden_fields_collapsed(apprenticeship,
     automation = registry.type("process_automation")
     auto_view = forms.build_view(forms.BoundForm(forms.build_spec(automation.schema)), layout=automation.layout)
     when = next(s for s in auto_view.sections if s.title == "When")
-    assert [n.name for n in when.nodes][:2] == ["data-trigger-event", "data-trigger-type_key"]
-    assert [s.title for s in auto_view.sections] == ["Automation", "When", "Then"]
+    assert [n.name for n in when.nodes][:2] == ["data-trigger-event", "data-trigger-state"]
+    assert [s.title for s in auto_view.sections] == ["Automation", "When", "For which items", "Then"]
 
 
 def test_read_only_and_state_required_fields(concern):

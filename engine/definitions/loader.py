@@ -22,6 +22,7 @@ from jsonschema.exceptions import SchemaError
 from engine.definitions.model import (
     PSEUDO_ROLES,
     Action,
+    AssignmentRule,
     Condition,
     Contract,
     Registry,
@@ -484,6 +485,8 @@ def _load_type(folder: Path, registry: Registry, out: _Collector) -> None:
                 'Name a property with "format": "date".',
             )
         _check_party(out, doc, f"{ptr}/notify", "notify", reminder["notify"], registry)
+    if raw.get("assignment"):
+        _check_assignment(raw, schema, doc, registry, out)
     _check_workflow_fields(workflow, schema, doc, out)
     if len(out.problems) != before:
         return
@@ -502,6 +505,7 @@ def _load_type(folder: Path, registry: Registry, out: _Collector) -> None:
         due_date=raw.get("due_date"),
         create_capability=raw.get("create_capability", "items.create"),
         assignee_required=bool(raw.get("assignee_required", False)),
+        assignment=AssignmentRule(**raw["assignment"]) if raw.get("assignment") else None,
         layout=tuple(
             Section(s["section"], tuple(s["fields"]), tuple(s.get("hidden") or ())) for s in raw.get("layout") or ()
         ),
@@ -515,6 +519,62 @@ def _load_type(folder: Path, registry: Registry, out: _Collector) -> None:
     )
     registry.types[key] = tracker_type
     registry.versions[(key, tracker_type.version)] = tracker_type
+
+
+def _check_assignment(raw: dict, schema: dict, doc: Document, registry: Registry, out: _Collector) -> None:
+    """``assignment:`` names a role whose users may see the type, or a text field holding a user name."""
+    rule, overrides = raw["assignment"], raw.get("permissions") or {}
+    if rule.get("role"):
+        role = registry.roles.get(rule["role"])
+        if role is None:
+            out.add(
+                doc,
+                "/assignment/role",
+                f"role '{rule['role']}' does not exist",
+                f"Use one of: {', '.join(sorted(registry.roles))}.",
+            )
+        else:
+            caps = frozenset(overrides.get(role.key, role.capabilities)) | (role.capabilities & {"*"})
+            if "*" not in caps and "items.view" not in caps:
+                out.add(
+                    doc,
+                    "/assignment/role",
+                    f"users of role '{role.key}' cannot see {raw['name']} items, so they cannot be given them",
+                    f"Pick a role that has items.view, or add 'permissions: {{{role.key}: [items.view, ...]}}'.",
+                )
+    if rule["rule"] == "queue" and raw.get("assignee_required"):
+        out.add(
+            doc,
+            "/assignment/rule",
+            "a queue leaves new items unassigned, but 'assignee_required: true' refuses items without an assignee",
+            "Use round_robin or least_loaded, or set assignee_required: false.",
+        )
+    if rule.get("field"):
+        sub = schema_at(schema, rule["field"])
+        if sub is None:
+            names = ", ".join(sorted((schema.get("properties") or {}).keys()))
+            out.add(
+                doc,
+                "/assignment/field",
+                f"field '{rule['field']}' is not a property of schema.json",
+                f"Use one of: {names}." if names else "Add the property to schema.json.",
+            )
+        elif sub.get("type") != "string":
+            out.add(
+                doc,
+                "/assignment/field",
+                f"'{rule['field']}' is not a text property, so it cannot hold a user name",
+                'Name a property with "type": "string" whose value is a user name.',
+            )
+    if rule["rule"] == "field" and rule.get("role"):
+        out.add(doc, "/assignment/role", "the 'field' rule takes no role", "Remove 'role', or use another rule.")
+    if rule["rule"] != "field" and rule.get("field"):
+        out.add(
+            doc,
+            "/assignment/field",
+            f"the '{rule['rule']}' rule takes no field",
+            "Remove 'field', or use 'rule: field'.",
+        )
 
 
 def _check_schema(doc: Document, out: _Collector) -> None:

@@ -116,6 +116,16 @@ class Condition:
 
 
 @dataclass(frozen=True)
+class AssignmentRule:
+    """``assignment: {rule, role, field}`` in type.yaml: who a new item goes to when its
+    creator names nobody. See :mod:`engine.assignment`."""
+
+    rule: str  # round_robin | least_loaded | field | queue
+    role: str | None = None
+    field: str | None = None
+
+
+@dataclass(frozen=True)
 class Reminder:
     """``reminders: [{field: planned_end_date, before: 30d, notify: assignee}]`` in type.yaml:
     notify when the date in ``field`` is ``before`` away (``30d``, ``2w``) or closer."""
@@ -176,6 +186,7 @@ class TrackerType:
     due_date: str | None = None
     create_capability: str = "items.create"
     assignee_required: bool = False
+    assignment: AssignmentRule | None = None
     layout: tuple[Section, ...] = ()
     templates: tuple[Template, ...] = ()
     rules: tuple[Rule, ...] = ()

@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from engine import notifications, permissions, sandbox
+from engine import assignment, notifications, permissions, sandbox
 from engine.definitions.model import Registry, TrackerType, Transition, Workflow
 from engine.errors import Conflict, NotFound, PermissionDenied, Problem, ValidationFailed
 from engine.history import diff
@@ -523,6 +523,8 @@ class ItemService:
         new_data = _merge(start, data or {})
         subject = self._subject(tracker_type, subject_id, problems)
         user = None
+        if not assignee and tracker_type.assignment is not None:
+            assignee = assignment.choose(self.session, self.registry, tracker_type, new_data, problems)
         if tracker_type.assignee_required and not assignee:
             problems.append(_assignee_needed(tracker_type))
         if assignee:
@@ -638,6 +640,10 @@ class ItemService:
         warnings = []
         for problem in rule_problems(self.registry, tracker_type, new_data, context):
             (warnings if problem.severity == "warning" else problems).append(problem)
+        if tracker_type.kind == "automation":
+            from engine.automation import definition_problems  # that module runs automations through this service
+
+            problems += definition_problems(self.session, self.registry, new_data)
         state = workflow.state(status)
         for name in workflow.fields_for(status).required:
             if not is_filled(get_path(new_data, name)):
