@@ -464,6 +464,8 @@ def describe_event(event: Event) -> str:
         return f"assigned it to {p.get('to') or 'nobody'} (was {p.get('from') or 'nobody'})"
     if event.kind == "commented":
         return f"commented: {p.get('text')}"
+    if event.kind == "migrated":
+        return f"migrated it from version {p.get('from_version')} to version {p.get('to_version')} of its type"
     if event.kind == "updated":
         parts = [f"{c['path']}: {_short(c['old'])} -> {_short(c['new'])}" for c in p.get("changes", [])]
         return "changed " + "; ".join(parts)
@@ -736,6 +738,8 @@ cli_plugins.register(cli)
 from engine.cli_automations import automations  # noqa: E402 - it imports helpers from this module
 
 cli.add_command(automations)
+
+from engine import cli_types  # noqa: E402, F401 - adds export, import, publish, versions, rollback, migrate to 'types'
 
 if __name__ == "__main__":
     cli(prog_name="tracker")

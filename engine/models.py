@@ -341,3 +341,52 @@ class AssignmentCursor(Base):
     role: Mapped[str] = mapped_column(String(64), primary_key=True)
     turns: Mapped[int] = mapped_column(default=0)
 
+
+class TypeDefinition(Base):
+    """One version of a tracker type kept in the database, in the documents of the folder
+    format: ``schema.json``, ``type.yaml``, its own workflow and roles (both optional).
+
+    ``status`` is ``published`` (immutable; items are created under the newest) or ``draft``
+    (at most one per type, numbered one after the newest published version, edited in place).
+    See :mod:`engine.definitions.store`.
+    """
+
+    __tablename__ = "type_definitions"
+    __table_args__ = (UniqueConstraint("type_key", "version", name="uq_type_definitions_version"),)
+
+    id: Mapped[intpk]
+    type_key: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int]
+    status: Mapped[str] = mapped_column(String(16), default="draft")
+    schema_json: Mapped[str] = mapped_column(Text)
+    type_yaml: Mapped[str] = mapped_column(Text)
+    workflow_yaml: Mapped[str] = mapped_column(Text, default="")
+    roles_yaml: Mapped[str] = mapped_column(Text, default="")
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[created_at]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    created_by: Mapped[User | None] = relationship(lazy="joined")
+
+
+class DefinitionPublish(Base):
+    """The audit log of definitions kept in the database: every publish, rollback and import,
+    with who, when, the note and a unified diff of each document against the version before.
+    Its highest id is the definitions' generation: a process whose registry is older reloads."""
+
+    __tablename__ = "definition_publishes"
+    __table_args__ = (Index("ix_definition_publishes_type", "type_key", "version"),)
+
+    id: Mapped[intpk]
+    type_key: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int]
+    action: Mapped[str] = mapped_column(String(16))
+    #: for a rollback, the version whose documents were published again
+    from_version: Mapped[int | None]
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    at: Mapped[created_at]
+    note: Mapped[str] = mapped_column(Text, default="")
+    diff: Mapped[str] = mapped_column(Text, default="")
+
+    actor: Mapped[User | None] = relationship(lazy="joined")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,9 @@ if TYPE_CHECKING:
     from engine.plugins import PluginHost
 
 log = logging.getLogger(__name__)
+
+#: how often a process outside a web request looks for a new publish of a definition
+RELOAD_CHECK_SECONDS = 5.0
 
 
 class Runtime:
@@ -49,8 +53,36 @@ class Runtime:
 
         return default_channels() + self.plugins.channels()
 
-    @cached_property
+    @property
     def registry(self) -> Registry:
+        """The definitions from folders with the published types kept in the database laid
+        over them. A publish in any process is picked up: the web app checks on every request
+        (:meth:`refresh_definitions`), other processes at most every few seconds."""
+        state = self.__dict__.get("_definitions")
+        if state is None or time.monotonic() - state[2] > RELOAD_CHECK_SECONDS:
+            self.refresh_definitions()
+            state = self.__dict__["_definitions"]
+        return state[0]
+
+    def refresh_definitions(self) -> bool:
+        """Rebuild the registry if a type was published since it was built (one cheap query);
+        True when it was rebuilt."""
+        from engine.definitions import store
+
+        generation = store.generation(self.engine)
+        state = self.__dict__.get("_definitions")
+        if state is not None and state[1] == generation:
+            self.__dict__["_definitions"] = (state[0], generation, time.monotonic())
+            return False
+        registry = store.merge(self.file_registry, store.published(self.engine))
+        for problem in registry.problems[len(self.file_registry.problems) :]:
+            log.warning("definition problem: %s", problem)
+        self.__dict__["_definitions"] = (registry, generation, time.monotonic())
+        return state is not None
+
+    @cached_property
+    def file_registry(self) -> Registry:
+        """The definitions from the built-in and configured folders (and plugins) only."""
         from engine.definitions.plugin_refs import check_plugin_references
 
         validators = self.plugins.field_validators()
@@ -91,13 +123,32 @@ class Runtime:
 
         kwargs.setdefault("channels", self.channels())
         kwargs.setdefault("plugins", self.plugins)
-        return Relay(self.sessions, self.registry, self.settings, **kwargs)
+        return Relay(self.sessions, LiveRegistry(self), self.settings, **kwargs)
 
     def session(self) -> Session:
         return self.sessions()
 
     def items(self, session: Session, actor: Actor) -> ItemService:
         return ItemService(session, actor, self.registry)
+
+    def definitions(self, session: Session, actor: Actor):
+        """The service for types kept in the database (see :mod:`engine.services.definitions`)."""
+        from engine.services.definitions import DefinitionService
+
+        return DefinitionService(session, actor, self.registry, after_publish=self.definitions_changed)
+
+    def definitions_changed(self) -> Registry:
+        """After a publish: rebuild the registry at once and derive the task-list indexes it
+        needs; returns the new registry. An index that cannot be made now is logged (``tracker
+        db indexes`` makes it later); the publish stands."""
+        from engine import indexes
+
+        self.refresh_definitions()
+        try:
+            indexes.sync(self.engine, self.registry)
+        except Exception:  # noqa: BLE001 - counts still work without the index, only slower
+            log.exception("the task-list indexes could not be brought up to date after a publish")
+        return self.registry
 
     def users(self, session: Session) -> UserService:
         return UserService(session, self.registry)
@@ -107,3 +158,15 @@ class Runtime:
         if username is None:
             return Actor.system()
         return Actor.for_user(self.users(session).get(username), self.registry)
+
+
+class LiveRegistry:
+    """Stands in for the registry in collaborators that live longer than a request (a
+    worker's relay): every attribute is read from the runtime's current registry, so a
+    definition published meanwhile reaches them too."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    def __getattr__(self, name: str):
+        return getattr(self._runtime.registry, name)

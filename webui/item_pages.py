@@ -695,6 +695,10 @@ def _history(page: _Item, events: list[Event]) -> list[_Entry]:
             )
         elif event.kind == "commented":
             entry = _Entry(event, who, f"commented: {payload.get('text', '')}")
+        elif event.kind == "migrated":
+            steps = "; ".join(payload.get("steps") or ()) or "no change to the data"
+            text = f"migrated it from version {payload.get('from_version')} to version {payload.get('to_version')}"
+            entry = _Entry(event, who, f"{text} of its type ({steps})")
         else:
             entry = _Entry(event, who, event.kind.replace("_", " "))
         out.append(entry)

@@ -25,6 +25,7 @@ from engine.definitions.model import (
     AssignmentRule,
     Condition,
     Contract,
+    Migration,
     Registry,
     Reminder,
     Role,
@@ -38,7 +39,7 @@ from engine.definitions.model import (
     Transition,
     Workflow,
 )
-from engine.definitions.sourcemap import Document, SourceError, pointer, read_json, read_yaml
+from engine.definitions.sourcemap import Document, SourceError, parse_json, parse_yaml, pointer, read_json, read_yaml
 from engine.sandbox import ExpressionError, compile_expression, compile_template, relative_date
 from engine.validation import (
     choices,
@@ -106,21 +107,38 @@ _META = {name: _metaschema(f"{name}.schema.json") for name in ("type", "workflow
 
 
 class _Collector:
-    def __init__(self) -> None:
+    """Collects problems while reading documents from files, or from ``texts`` (documents kept
+    in the database, by the path they would have in a definitions folder); ``names`` gives the
+    name a path is reported under."""
+
+    def __init__(self, texts: dict[Path, str] | None = None, names: dict[Path, str] | None = None) -> None:
         self.problems: list[DefinitionProblem] = []
+        self.texts = texts
+        self.names = names or {}
+
+    def display(self, path: Path) -> str:
+        return self.names.get(path) or _display(path)
+
+    def exists(self, path: Path) -> bool:
+        return path in self.texts if self.texts is not None else path.exists()
 
     def add(self, doc: Document | Path, ptr: str, message: str, advice: str = "") -> None:
         if isinstance(doc, Document):
-            self.problems.append(DefinitionProblem(_display(doc.path), doc.line_of(ptr), ptr, message, advice))
+            self.problems.append(DefinitionProblem(self.display(doc.path), doc.line_of(ptr), ptr, message, advice))
         else:
-            self.problems.append(DefinitionProblem(_display(doc), None, ptr, message, advice))
+            self.problems.append(DefinitionProblem(self.display(doc), None, ptr, message, advice))
 
     def read(self, path: Path) -> Document | None:
         try:
+            if self.texts is not None:
+                text = self.texts[path]
+                return parse_json(text, path) if path.suffix == ".json" else parse_yaml(text, path)
             return read_json(path) if path.suffix == ".json" else read_yaml(path)
         except SourceError as exc:
             self.problems.append(
-                DefinitionProblem(_display(path), exc.line, "", exc.message, "Fix the syntax; the file was skipped.")
+                DefinitionProblem(
+                    self.display(path), exc.line, "", exc.message, "Fix the syntax; the file was skipped."
+                )
             )
         except OSError as exc:
             self.add(path, "", f"cannot be read: {exc.strerror}")
@@ -312,7 +330,7 @@ def _load_workflow(path: Path, registry: Registry, out: _Collector):
         )
     if len(out.problems) != before:
         return None
-    wf = Workflow(raw["key"], raw["name"], tuple(states), tuple(transitions), state_fields, source=_display(path))
+    wf = Workflow(raw["key"], raw["name"], tuple(states), tuple(transitions), state_fields, source=out.display(path))
     registry.workflows[wf.key] = wf
     return wf, doc
 
@@ -354,7 +372,7 @@ def _load_type(folder: Path, registry: Registry, out: _Collector) -> None:
     manifest_path, schema_path = folder / "type.yaml", folder / "schema.json"
     before = len(out.problems)
     for path in (manifest_path, schema_path):
-        if not path.exists():
+        if not out.exists(path):
             out.add(path, "", "is missing", "A tracker type folder needs both type.yaml and schema.json.")
     if len(out.problems) != before:
         return
@@ -488,6 +506,7 @@ def _load_type(folder: Path, registry: Registry, out: _Collector) -> None:
     if raw.get("assignment"):
         _check_assignment(raw, schema, doc, registry, out)
     _check_workflow_fields(workflow, schema, doc, out)
+    _check_migrations(raw.get("migrations") or (), schema, doc, out)
     if len(out.problems) != before:
         return
     tracker_type = TrackerType(
@@ -514,8 +533,9 @@ def _load_type(folder: Path, registry: Registry, out: _Collector) -> None:
         contract_field=raw.get("contract_field"),
         tasklists=tuple(_tasklist(t) for t in raw.get("tasklists") or ()),
         permissions={role: tuple(caps) for role, caps in (raw.get("permissions") or {}).items()},
-        source=_display(folder),
+        source=out.display(folder),
         reminders=tuple(Reminder(r["field"], r["before"], r["notify"]) for r in raw.get("reminders") or ()),
+        migrations=tuple(Migration(*next(iter(m.items()))) for m in raw.get("migrations") or ()),
     )
     registry.types[key] = tracker_type
     registry.versions[(key, tracker_type.version)] = tracker_type
@@ -595,6 +615,52 @@ def _check_schema(doc: Document, out: _Collector) -> None:
         return
     if schema.get("type") != "object":
         out.add(doc, "/type", "the item's data must be an object", 'Set "type": "object" at the top level.')
+
+
+def _check_migrations(steps, schema: dict, doc: Document, out: _Collector) -> None:
+    """``migrations:`` steps must name fields of this version's schema, and the values they
+    write must be valid for those fields."""
+    names = ", ".join(sorted((schema.get("properties") or {}).keys()))
+
+    def field(ptr: str, name: str) -> dict | None:
+        sub = schema_at(schema, name)
+        if sub is None:
+            out.add(
+                doc,
+                ptr,
+                f"field '{name}' is not a property of schema.json",
+                f"Use one of: {names}." if names else "Add the property to schema.json.",
+            )
+        return sub
+
+    def valid(ptr: str, sub: dict, value: Any, what: str) -> None:
+        for problem in schema_problems(make_validator(sub), value):
+            out.add(doc, ptr, f"{what} is not valid for the field: {problem.message}", problem.advice)
+
+    for i, step in enumerate(steps):
+        kind, value = next(iter(step.items()))
+        ptr = f"/migrations/{i}/{kind}"
+        if kind == "rename":
+            if value["from"] == value["to"]:
+                out.add(doc, f"{ptr}/to", "a field cannot be renamed to itself", "Give the new name in 'to'.")
+                continue
+            field(f"{ptr}/to", value["to"])
+            if schema_at(schema, value["from"]) is not None:
+                out.add(
+                    doc,
+                    f"{ptr}/from",
+                    f"field '{value['from']}' is still a property of schema.json, so it cannot be renamed away",
+                    f"Remove '{value['from']}' from schema.json, or rename it to a field that is new.",
+                )
+        elif kind == "set_default":
+            sub = field(f"{ptr}/field", value["field"])
+            if sub is not None:
+                valid(f"{ptr}/value", sub, value["value"], f"the default {value['value']!r}")
+        elif kind == "map_values":
+            sub = field(f"{ptr}/field", value["field"])
+            if sub is not None:
+                for old, new in value["map"].items():
+                    valid(f"{ptr}/map/{old}", sub, new, f"the value {new!r} that {old!r} becomes")
 
 
 def _check_condition(out: _Collector, doc: Document, ptr: str, cond: dict) -> None:

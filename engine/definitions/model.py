@@ -157,6 +157,26 @@ class TaskList:
 
 
 @dataclass(frozen=True)
+class Migration:
+    """One step that brings an item's data from the previous version of its type to this one
+    (``migrations:`` in type.yaml): ``rename`` {from, to}, ``set_default`` {field, value} or
+    ``map_values`` {field, map}. See :mod:`engine.type_migrations`."""
+
+    kind: str
+    value: dict
+
+
+@dataclass(frozen=True)
+class StoredType:
+    """What a type kept in the database brings besides itself: its own workflow and roles."""
+
+    key: str
+    version: int
+    workflow: str | None = None
+    roles: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Template:
     key: str
     name: str
@@ -194,6 +214,7 @@ class TrackerType:
     permissions: dict[str, tuple[str, ...]] = field(default_factory=dict)
     source: str = ""
     reminders: tuple[Reminder, ...] = ()
+    migrations: tuple[Migration, ...] = ()
     #: the property naming the contract whose rules apply to an item (see :class:`Contract`)
     contract_field: str | None = None
 
@@ -229,6 +250,10 @@ class Registry:
     problems: list = field(default_factory=list)
     #: older versions of types, ``{(key, version): TrackerType}``; items keep their version
     versions: dict[tuple[str, int], TrackerType] = field(default_factory=dict)
+    #: the workflow of each version of a type kept in the database, ``{(key, version): Workflow}``
+    type_workflows: dict[tuple[str, int], Workflow] = field(default_factory=dict)
+    #: types kept in the database (see :mod:`engine.definitions.store`), by key
+    stored: dict[str, StoredType] = field(default_factory=dict)
     #: contract rules, ``{type key: {contract key: Contract}}``
     contracts: dict[str, dict[str, Contract]] = field(default_factory=dict)
     #: plugins' field checks, ``{name: check(value, schema)}``, that ``x-validator`` names;
@@ -247,7 +272,9 @@ class Registry:
         return self.versions.get((key, version), current)
 
     def workflow_for(self, tracker_type: TrackerType) -> Workflow:
-        return self.workflows[tracker_type.workflow]
+        """The type's workflow; a version kept in the database brings its own."""
+        own = self.type_workflows.get((tracker_type.key, tracker_type.version))
+        return own if own is not None else self.workflows[tracker_type.workflow]
 
     def subject_types(self, kind: str) -> list[TrackerType]:
         return [t for t in self.types.values() if t.kind == "subject" and t.key == kind]

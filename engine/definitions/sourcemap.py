@@ -29,9 +29,13 @@ class Document:
     path: Path
     value: Any
     lines: dict[str, int] = field(default_factory=dict)
+    #: JSON source whose line map is built only when a problem needs a line
+    json_text: str | None = None
 
     def line_of(self, pointer: str) -> int | None:
         """The line of ``pointer``, or of its nearest ancestor that has one."""
+        if self.json_text is not None:
+            self.lines, self.json_text = _json_lines(self.json_text), None
         while True:
             if pointer in self.lines:
                 return self.lines[pointer]
@@ -45,7 +49,11 @@ def pointer(parts) -> str:
 
 
 def read_yaml(path: Path) -> Document:
-    text = path.read_text(encoding="utf-8")
+    return parse_yaml(path.read_text(encoding="utf-8"), path)
+
+
+def parse_yaml(text: str, path: Path) -> Document:
+    """A YAML document from text (a definition kept in the database), as if read from ``path``."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
@@ -76,9 +84,26 @@ def _construct(node, parts: tuple, lines: dict[str, int], loader, line: int | No
 
 
 def read_json(path: Path) -> Document:
-    text = path.read_text(encoding="utf-8")
+    return parse_json(path.read_text(encoding="utf-8"), path)
+
+
+def parse_json(text: str, path: Path) -> Document:
+    """A JSON document from text, as if read from ``path``."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise SourceError(f"not valid JSON: {exc.msg} (column {exc.colno})", exc.lineno) from None
-    return Document(path, value)
+    return Document(path, value, json_text=text)
+
+
+def _json_lines(text: str) -> dict[str, int]:
+    """``{pointer: line}`` of a JSON text. JSON is (nearly) YAML flow style, so PyYAML's node
+    tree gives the lines; a text it cannot read simply has no lines."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        lines: dict[str, int] = {}
+        if node is not None:
+            _construct(node, (), lines, yaml.SafeLoader(""))
+        return lines
+    except (yaml.YAMLError, SourceError):
+        return {}
