@@ -16,7 +16,7 @@ from typing import Any
 from engine import sandbox
 from engine.definitions.model import Contract, Registry, Rule, TrackerType
 from engine.errors import Problem
-from engine.validation import get_path, schema_at
+from engine.validation import choices, get_path, schema_at
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,10 @@ def rule_problems(registry: Registry, tracker_type: TrackerType, data: dict, con
         contract = contract_of(registry, tracker_type, data)
         if contract is not None:
             rules += contract.rules
-        elif key not in (None, ""):
+        elif (
+            key not in (None, "") and choices(schema_at(tracker_type.schema, tracker_type.contract_field) or {}) is None
+        ):
+            # with contracts to choose from, the schema itself refuses any other value
             problems.append(_unknown_contract(registry, tracker_type, key))
     seen: set[tuple[str, str]] = set()
     for rule in rules:
