@@ -61,6 +61,10 @@ def _runtime() -> Runtime:
     root = ctx.find_root()
     if root.obj is None:
         root.obj = Runtime()
+        if root.obj.settings.environment == "training":
+            from engine import training
+
+            click.secho(training.banner(root.obj), fg="yellow", bold=True, err=True)
     return root.obj
 
 
@@ -615,7 +619,8 @@ def worker(burst: bool, name: str | None, fork: bool) -> None:
         _fail_text(f"Redis at {_safe(url)} is not reachable: {exc}", "Start Redis or fix TRACKER_REDIS_URL.")
     _log_to_stderr()
     click.echo(
-        f"Worker listening on queue '{jobs.QUEUE_NAME}'" + (" until it is empty." if burst else " (Ctrl+C to stop).")
+        f"Worker listening on queue '{rt.settings.queue_name}'"
+        + (" until it is empty." if burst else " (Ctrl+C to stop).")
     )
     jobs.run_worker(rt, burst=burst, name=name, fork=fork)
 
@@ -734,10 +739,12 @@ def _table(rows: list[tuple[str, ...]]) -> None:
 from engine import cli_plugins  # noqa: E402 - registers after the commands above exist
 
 cli_plugins.register(cli)
-
 from engine.cli_automations import automations  # noqa: E402 - it imports helpers from this module
 
 cli.add_command(automations)
+from engine import cli_ops  # noqa: E402 - backup, restore, training
+
+cli_ops.register(cli)
 
 from engine import cli_types  # noqa: E402, F401 - adds export, import, publish, versions, rollback, migrate to 'types'
 

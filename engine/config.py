@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 import secrets
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 
 from engine.errors import TrackerError
+
+#: documents Tracker accepts unless ``TRACKER_UPLOAD_TYPES`` says otherwise: PDF, images, office files, text
+DEFAULT_UPLOAD_TYPES = ("pdf", "png", "jpg", "jpeg", "gif", "docx", "doc", "xlsx", "xls", "odt", "ods", "txt", "csv")
 
 
 def default_instance_path() -> Path:
@@ -37,6 +41,26 @@ class Settings:
     plugins_disabled: tuple[str, ...] = ()
     #: every ``TRACKER_PLUGIN_<NAME>_<KEY>`` variable; read one plugin's with :meth:`plugin`
     plugin_env: dict[str, str] = field(default_factory=dict)
+    #: addresses bulk downloads (CSV and ILR exports) are allowed from; empty = any address
+    bulk_export_allow: tuple[IPv4Network | IPv6Network, ...] = ()
+    #: the provider's UKPRN, offered as the default of ILR exports; empty = asked for each time
+    ukprn: str = ""
+    #: where uploaded documents are stored (by content hash); empty = ``<instance>/documents``
+    documents_path: Path | None = None
+    #: the largest document accepted, in bytes
+    upload_max_bytes: int = 10 * 1024 * 1024
+    #: file name extensions accepted for documents; the content must be of the same kind
+    upload_types: tuple[str, ...] = DEFAULT_UPLOAD_TYPES
+    #: ``live`` (real data) or ``training`` (a nightly copy of LIVE: a banner on every page, no e-mail or SMS)
+    environment: str = "live"
+    #: LIVE only: the database ``tracker training refresh`` copies LIVE into; empty = no TRAINING copy
+    training_database_url: str = ""
+    #: LIVE only: where the refresh copies uploaded documents for TRAINING; empty = documents are not copied
+    training_documents_path: Path | None = None
+    #: LIVE only: the hour (0-23, UTC) after which the scheduler refreshes TRAINING, once a day
+    training_refresh_hour: int = 2
+    #: the RQ queue; empty = ``tracker`` on LIVE, ``tracker-training`` on TRAINING, so both can share one Redis
+    queue_name: str = ""
 
     def plugin(self, name: str) -> PluginSettings:
         """The settings of plugin ``name``: ``TRACKER_PLUGIN_<NAME>_<KEY>`` as ``{key: value}``
@@ -48,6 +72,15 @@ class Settings:
     def __post_init__(self) -> None:
         if not self.database_url:
             self.database_url = f"sqlite:///{self.instance_path / 'tracker.db'}"
+        if self.documents_path is None:
+            self.documents_path = self.instance_path / "documents"
+        if self.environment not in ("live", "training"):
+            raise TrackerError(
+                f"TRACKER_ENVIRONMENT is neither live nor training: '{self.environment}'.",
+                "Set it to live (real data, the default) or training (a copy of LIVE for practice).",
+            )
+        if not self.queue_name:
+            self.queue_name = "tracker" if self.environment == "live" else "tracker-training"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -68,6 +101,22 @@ class Settings:
             timezone=_timezone(env.get("TRACKER_TIMEZONE", "")),
             plugins_disabled=tuple(n.strip() for n in env.get("TRACKER_PLUGINS_DISABLED", "").split(",") if n.strip()),
             plugin_env={k: v for k, v in env.items() if k.startswith("TRACKER_PLUGIN_")},
+            bulk_export_allow=_networks(env.get("TRACKER_BULK_EXPORT_ALLOW", "")),
+            ukprn=_ukprn(env.get("TRACKER_UKPRN", "")),
+            documents_path=Path(env["TRACKER_DOCUMENTS_PATH"]).resolve() if env.get("TRACKER_DOCUMENTS_PATH") else None,
+            upload_max_bytes=_byte_size(env.get("TRACKER_UPLOAD_MAX_BYTES", "")),
+            upload_types=_upload_types(env.get("TRACKER_UPLOAD_TYPES", "")),
+            environment=env.get("TRACKER_ENVIRONMENT", "").strip().lower() or "live",
+            training_database_url=env.get("TRACKER_TRAINING_DATABASE_URL", "").strip(),
+            training_documents_path=(
+                Path(env["TRACKER_TRAINING_DOCUMENTS_PATH"]).resolve()
+                if env.get("TRACKER_TRAINING_DOCUMENTS_PATH")
+                else None
+            ),
+            training_refresh_hour=_hour_of_day(
+                "TRACKER_TRAINING_REFRESH_HOUR", env.get("TRACKER_TRAINING_REFRESH_HOUR", ""), 2
+            ),
+            queue_name=env.get("TRACKER_QUEUE_NAME", "").strip(),
         )
 
 
@@ -104,6 +153,37 @@ class PluginSettings:
             raise TrackerError(
                 f"{self.prefix}{key.upper()} is not a number: '{text}'.", "Set it to a number, or leave it unset."
             ) from None
+
+
+def _byte_size(text: str) -> int:
+    """``TRACKER_UPLOAD_MAX_BYTES``: bytes, or with a K, M or G suffix (``10M``); empty means 10 MB."""
+    text = text.strip().upper().removesuffix("B")
+    if not text:
+        return 10 * 1024 * 1024
+    factor = {"K": 1024, "M": 1024**2, "G": 1024**3}.get(text[-1], 1)
+    number = text[:-1] if factor > 1 else text
+    if not number.isdigit() or int(number) < 1:
+        raise TrackerError(
+            f"TRACKER_UPLOAD_MAX_BYTES is not a size: '{text}'.",
+            "Set it to a number of bytes, or with K, M or G after it (e.g. 10M), or leave it unset for 10 MB.",
+        )
+    return int(number) * factor
+
+
+def _upload_types(text: str) -> tuple[str, ...]:
+    """``TRACKER_UPLOAD_TYPES=pdf,jpg,png``: extensions Tracker can recognise by their content."""
+    if not text.strip():
+        return DEFAULT_UPLOAD_TYPES
+    from engine.documents import KINDS
+
+    names = tuple(dict.fromkeys(n.strip().lower().lstrip(".") for n in text.split(",") if n.strip()))
+    unknown = [n for n in names if n not in KINDS]
+    if unknown or not names:
+        raise TrackerError(
+            f"TRACKER_UPLOAD_TYPES names file types Tracker cannot check: {', '.join(unknown) or '(none)'}.",
+            f"Use some of: {', '.join(KINDS)}.",
+        )
+    return names
 
 
 def _timezone(text: str) -> str:
@@ -173,3 +253,31 @@ def _instance_secret(instance: Path) -> str:
         path.write_text(key)
         path.chmod(0o600)
         return key
+
+
+def _networks(text: str) -> tuple[IPv4Network | IPv6Network, ...]:
+    """``TRACKER_BULK_EXPORT_ALLOW``: comma-separated addresses or CIDR ranges; empty means any address."""
+    networks = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            networks.append(ip_network(part, strict=False))
+        except ValueError:
+            raise TrackerError(
+                f"TRACKER_BULK_EXPORT_ALLOW has '{part}', which is not an address or CIDR range.",
+                "List addresses or ranges separated by commas, e.g. 10.0.0.0/8,192.168.1.20,::1, "
+                "or leave it unset to allow bulk downloads from any address.",
+            ) from None
+    return tuple(networks)
+
+
+def _ukprn(text: str) -> str:
+    """``TRACKER_UKPRN``: the provider's 8-digit UK provider reference number, or empty."""
+    text = text.strip()
+    if text and not (text.isdigit() and len(text) == 8 and text[0] == "1"):
+        raise TrackerError(
+            f"TRACKER_UKPRN is not a UKPRN: '{text}'.",
+            "Set it to your 8-digit UK provider reference number (10000000 to 19999999), or leave it unset.",
+        )
+    return text

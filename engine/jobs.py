@@ -41,18 +41,21 @@ def redis_connection(url: str) -> Redis:
     return Redis.from_url(url, socket_connect_timeout=2, socket_timeout=10)
 
 
-def queue(url: str) -> Queue:
+def queue(url: str, name: str = QUEUE_NAME) -> Queue:
+    """The RQ queue ``name`` (``TRACKER_QUEUE_NAME``: LIVE and TRAINING use different ones)."""
     from rq import Queue
 
-    return Queue(QUEUE_NAME, connection=redis_connection(url))
+    return Queue(name, connection=redis_connection(url))
 
 
-def enqueue(url: str, ids: Iterable[int], *, at: datetime | None = None, per_job: int = 100) -> int:
-    """Queue ``deliver`` jobs for these outbox ids, up to ``per_job`` ids each (the rows
-    of one change travel together), at ``at`` if given; returns how many jobs were
-    queued. Raises the Redis error when Redis cannot be reached."""
+def enqueue(
+    url: str, ids: Iterable[int], *, at: datetime | None = None, per_job: int = 100, name: str = QUEUE_NAME
+) -> int:
+    """Queue ``deliver`` jobs for these outbox ids on queue ``name``, up to ``per_job`` ids
+    each (the rows of one change travel together), at ``at`` if given; returns how many jobs
+    were queued. Raises the Redis error when Redis cannot be reached."""
     ids = list(ids)
-    q = queue(url)
+    q = queue(url, name)
     jobs = 0
     with q.connection.pipeline() as pipe:
         for start in range(0, len(ids), per_job):
@@ -77,7 +80,7 @@ class Dispatcher:
         url = self.runtime.settings.redis_url
         if url:
             try:
-                enqueue(url, ids)
+                enqueue(url, ids, name=self.runtime.settings.queue_name)
             except Exception as exc:  # noqa: BLE001 - Redis down must not fail a save
                 log.warning("Redis unreachable, outbox rows %s wait for the scheduler: %s", ids, exc)
             return
@@ -129,7 +132,7 @@ def deliver(*outbox_ids: int) -> str:
     stats = _current_relay().deliver_ids(outbox_ids, keep_open=True)
     for outbox_id, when in stats.retry_at.items():
         try:
-            enqueue(rt.settings.redis_url, [outbox_id], at=when)
+            enqueue(rt.settings.redis_url, [outbox_id], at=when, name=rt.settings.queue_name)
         except Exception as exc:  # noqa: BLE001 - the scheduler finds the row anyway
             log.warning("could not queue the retry of outbox row %s: %s", outbox_id, exc)
     return f"{stats.done} done, {stats.retried} to retry, {stats.dead} dead-lettered of {len(outbox_ids)}"
@@ -172,7 +175,7 @@ def run_worker(runtime: Runtime, *, burst: bool = False, name: str | None = None
     warm_up(runtime)
     url = runtime.settings.redis_url
     cls = Worker if fork else SimpleWorker
-    worker = cls([queue(url)], connection=redis_connection(url), name=name)
+    worker = cls([queue(url, runtime.settings.queue_name)], connection=redis_connection(url), name=name)
     return worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
 
 
@@ -189,6 +192,8 @@ class TickReport:
     queued: int = 0
     #: process automations that ran (schedules and dates)
     automations: int = 0
+    #: LIVE with a TRAINING database: what the nightly refresh did this tick ("" when it did not run)
+    training: str = ""
     problems: list[str] = field(default_factory=list)
 
 
@@ -244,14 +249,31 @@ class Scheduler:
             if rt.settings.redis_url:
                 ids = stragglers(rt, now)
                 if ids:
-                    enqueue(rt.settings.redis_url, ids, per_job=20)
+                    enqueue(rt.settings.redis_url, ids, per_job=20, name=rt.settings.queue_name)
                 report.queued = len(ids)
             else:
                 report.relayed = rt.relay(clock=self.clock).run_until_empty().claimed
         except Exception as exc:  # noqa: BLE001
             log.warning("waiting outbox rows could not be sent on: %s", exc)
             report.problems.append(f"outbox: {exc}")
+        self._refresh_training(now, report)
         return report
+
+    def _refresh_training(self, now: datetime, report: TickReport) -> None:
+        """On LIVE with ``TRACKER_TRAINING_DATABASE_URL``: copy LIVE into TRAINING once a day,
+        after ``TRACKER_TRAINING_REFRESH_HOUR`` (see :mod:`engine.training`)."""
+        from engine import training
+
+        rt = self.runtime
+        try:
+            if not training.refresh_due(rt.settings, now):
+                return
+            done = training.refresh(rt.settings, rt.registry, clock=self.clock)
+            report.training = f"TRAINING refreshed from LIVE: {done.items} items in {done.seconds:.1f} s"
+            log.info("%s", report.training)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("the TRAINING refresh failed: %s", exc)
+            report.problems.append(f"training refresh: {exc}")
 
     def run(self, interval: float = 60.0, stop: threading.Event | None = None) -> None:
         """Tick every ``interval`` seconds until ``stop`` is set (or forever)."""

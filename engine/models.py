@@ -113,6 +113,7 @@ class Item(Base):
         Index("ix_items_assignee_status", "assignee_id", "status"),
         Index("ix_items_type_due", "type_key", "due_date"),
         Index("ix_items_subject", "subject_id"),
+        Index("ix_items_type_progress", "type_key", "progress"),
     )
 
     id: Mapped[intpk]
@@ -129,6 +130,8 @@ class Item(Base):
     #: warnings from rules with ``severity: warning``, stored so they can be listed and counted
     problems: Mapped[list[Any]] = mapped_column(default=list)
     problem_count: Mapped[int] = mapped_column(default=0)
+    #: percent complete (0-100) of the qualification the item tracks; None for types without progress
+    progress: Mapped[float | None]
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     updated_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[created_at]
@@ -330,6 +333,8 @@ class AutomationRun(Base):
     attempts: Mapped[int] = mapped_column(default=1)
     at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
+    result: Mapped[Item | None] = relationship(foreign_keys=[result_id])
+
 
 class AssignmentCursor(Base):
     """Whose turn it is for a type's ``round_robin`` assignment: a counter bumped atomically
@@ -390,3 +395,71 @@ class DefinitionPublish(Base):
     diff: Mapped[str] = mapped_column(Text, default="")
 
     actor: Mapped[User | None] = relationship(lazy="joined")
+
+
+class Document(Base):
+    """A file attached to an item, in one of its type's categories, with its quality check.
+
+    The file is stored once per content (``sha256``) under the documents folder; ``filename``
+    is only what the uploader called it. ``qa_state`` is ``pending``, ``accepted`` or
+    ``rejected`` (with ``qa_reason``). ``current`` is False once the document was deleted or
+    replaced by a newer upload (``replaced_by_id``); only current documents count.
+    """
+
+    __tablename__ = "documents"
+    __table_args__ = (Index("ix_documents_item_category", "item_id", "category", "qa_state", "current"),)
+
+    id: Mapped[intpk]
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
+    category: Mapped[str] = mapped_column(String(64))
+    filename: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int]
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    qa_state: Mapped[str] = mapped_column(String(16), default="pending")
+    qa_reason: Mapped[str | None] = mapped_column(Text)
+    qa_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    qa_at: Mapped[datetime | None]
+    uploaded_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    uploaded_at: Mapped[created_at]
+    current: Mapped[bool] = mapped_column(default=True)
+    replaced_by_id: Mapped[int | None] = mapped_column(ForeignKey("documents.id"))
+    deleted_at: Mapped[datetime | None]
+    deleted_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+
+    uploaded_by: Mapped[User | None] = relationship(foreign_keys=[uploaded_by_id], lazy="joined")
+    qa_by: Mapped[User | None] = relationship(foreign_keys=[qa_by_id], lazy="joined")
+
+
+class ProgressTick(Base):
+    """A criterion of a qualification structure an assessor marked as met on an item, with
+    the evidence reference and the date it was met. Unticking deletes the row; both steps
+    are events in the item's history."""
+
+    __tablename__ = "progress_ticks"
+
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
+    qualification: Mapped[str] = mapped_column(String(64), primary_key=True)
+    criterion: Mapped[str] = mapped_column(String(200), primary_key=True)
+    evidence: Mapped[str] = mapped_column(String(200))
+    on_date: Mapped[date]
+    ticked_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    ticked_at: Mapped[created_at]
+
+    ticked_by: Mapped[User | None] = relationship(lazy="joined")
+
+
+class TrainingCopy(Base):
+    """Present only in a TRAINING database: the row ``tracker training refresh`` writes after
+    copying LIVE into it. A database without it is never treated as a TRAINING copy, so a
+    TRAINING instance refuses to run on it and a refresh refuses to overwrite it (unless empty)."""
+
+    __tablename__ = "training_copy"
+
+    id: Mapped[intpk]
+    refreshed_at: Mapped[datetime]
+    #: the LIVE database it was copied from, without its password
+    source: Mapped[str] = mapped_column(String(500))
+    revision: Mapped[str] = mapped_column(String(500), default="")
+    #: rows per table at the time of the copy
+    counts: Mapped[dict[str, Any]] = mapped_column(default=dict)

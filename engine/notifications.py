@@ -54,6 +54,7 @@ EVENTS: dict[str, str] = {
     "mentioned": "Someone mentions me in a comment",
     "reminder": "A date in an item is coming up",
     "watched": "An item I watch changes",
+    "document_rejected": "A document I uploaded is rejected",
     "automation": "A process automation notifies me",
 }
 
@@ -64,6 +65,7 @@ _WHY = {
     "mentioned": "someone mentioned you in a comment",
     "reminder": "a reminder on this item names you",
     "watched": "you watch this item",
+    "document_rejected": "you uploaded the document",
     "automation": "a process automation names you",
 }
 
@@ -202,6 +204,14 @@ class EmailChannel(Channel):
 
 def default_channels() -> list[Channel]:
     return [InboxChannel(), EmailChannel()]
+
+
+def allowed_channels(settings: Settings, channels: Iterable[Channel]) -> list[Channel]:
+    """The channels this installation may use: on TRAINING (a copy of LIVE's real people) only
+    those that stay inside Tracker, i.e. the in-app inbox; every channel on LIVE."""
+    if settings.environment == "training":
+        return [c for c in channels if not c.external]
+    return list(channels)
 
 
 # -- who ---------------------------------------------------------------------------------------
@@ -363,8 +373,9 @@ class Notifier:
         self.session = session
         self.registry = registry
         self.settings = settings
-        self.mailer = mailer
-        self.channels = channels or default_channels()
+        # TRAINING reaches nobody outside Tracker: no e-mail (nor digests copied from LIVE), no SMS
+        self.mailer = None if settings.environment == "training" else mailer
+        self.channels = allowed_channels(settings, channels or default_channels())
         self.templates = templates or templates_for(settings.instance_path)
         self.clock = clock
 

@@ -100,7 +100,15 @@ class Runtime:
 
     @cached_property
     def engine(self):
-        return db.make_engine(self.settings.database_url)
+        from engine import training
+
+        built = db.make_engine(self.settings.database_url)
+        try:
+            training.check_start(self.settings, built)  # TRAINING never runs on LIVE's database
+        except Exception:
+            built.dispose()
+            raise
+        return built
 
     @cached_property
     def sessions(self):

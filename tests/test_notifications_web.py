@@ -220,8 +220,9 @@ def test_health_endpoint_reports_database_and_outbox_without_sign_in(app, smtp):
 def test_health_says_when_redis_or_the_database_is_down(tmp_path, db_url, smtp):
     closed = f"redis://127.0.0.1:{free_port()}/14"
     app = create_app({"TESTING": True, "TRACKER_SETTINGS": make_settings(tmp_path, db_url, redis_url=closed)})
-    body = app.test_client().get("/health").get_json()
-    assert body["redis"] == {"ok": False} and body["status"] == "degraded"
+    response = app.test_client().get("/health")
+    body = response.get_json()
+    assert response.status_code == 503 and body["redis"] == {"ok": False} and body["status"] == "down"
     app.extensions["tracker"].engine.dispose()
     empty = f"sqlite:///{tmp_path / 'never-migrated.db'}"  # answers, but has no tables
     broken = create_app({"TESTING": True, "TRACKER_SETTINGS": make_settings(tmp_path, empty)})

@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Flask, g
 
+from engine import training
 from engine.config import Settings
 from engine.runtime import Runtime
 
@@ -29,6 +30,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
     app.config.update(config)
     app.extensions["tracker"] = Runtime(settings)
+    training.refuse_unsafe_start(app.extensions["tracker"])  # TRAINING never starts on LIVE's database
 
     from webui import admin, api, auth, errors, inbox, item_pages, lists, plugin_admin
 

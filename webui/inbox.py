@@ -47,6 +47,14 @@ def bell() -> dict:
     return {"inbox_unread": inbox_unread, "is_watching": is_watching, "dead_letters": dead_letters}
 
 
+@bp.app_context_processor
+def environment() -> dict:
+    """``training_banner()`` for the top of every page: the TRAINING warning, empty on LIVE."""
+    from engine import training
+
+    return {"training_banner": lambda: training.banner(runtime())}
+
+
 # -- the inbox ---------------------------------------------------------------------------------
 
 
@@ -204,8 +212,10 @@ def retry(outbox_id: int):
 
 @bp.get("/health")
 def health():
-    """For load balancers and monitoring, no sign-in: 200 while the database answers
-    (``status`` is ``degraded`` with dead letters or Redis down), 503 when it does not."""
+    """For load balancers and monitoring, no sign-in, JSON: 503 (``status`` ``down``) when the
+    database does not answer or Redis is configured but does not; otherwise 200, ``status``
+    ``degraded`` with dead letters or plugin errors, else ``ok``. ``outbox.pending`` is the backlog."""
+    no_store = {"Cache-Control": "no-store"}
     body: dict = {"status": "ok"}
     try:
         session = db_session()
@@ -213,7 +223,9 @@ def health():
         body["database"] = {"ok": True}
         body["outbox"] = outbox.counts(session)
     except Exception:  # noqa: BLE001 - reported, never raised
-        return {"status": "down", "database": {"ok": False}}, 503
+        return {"status": "down", "database": {"ok": False}}, 503, no_store
+    if runtime().settings.environment == "training":
+        body["environment"] = "training"
     if body["outbox"]["dead"]:
         body["status"] = "degraded"
     plugins = _plugin_health(session)
@@ -221,15 +233,16 @@ def health():
         body["plugins"], body["status"] = plugins, "degraded"
     url = runtime().settings.redis_url
     if url:
-        from engine.jobs import redis_connection
+        from redis import Redis
 
-        try:
-            redis_connection(url).ping()
+        try:  # a load balancer asks often and waits briefly: answer within a few seconds
+            Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2).ping()
             body["redis"] = {"ok": True}
         except Exception:  # noqa: BLE001
             body["redis"] = {"ok": False}
-            body["status"] = "degraded"
-    return body, 200, {"Cache-Control": "no-store"}
+            body["status"] = "down"
+            return body, 503, no_store
+    return body, 200, no_store
 
 
 def _plugin_health(session) -> dict:
