@@ -134,6 +134,61 @@ class UserService:
         self.session.commit()
         return user
 
+    def update_details(self, username: str, *, display_name: str | None = None, email: str | None = None) -> User:
+        """Change the user's display name and/or e-mail (``""`` removes the e-mail); None
+        leaves a value as it is. Raises ValidationFailed for a bad value; nothing changes then."""
+        user = self.get(username)
+        problems = self.check_change(username, display_name=display_name, email=email)
+        if problems:
+            raise ValidationFailed(problems)
+        if display_name is not None:
+            user.display_name = display_name.strip() or user.username
+        if email is not None:
+            user.email = email.strip() or None
+        self.session.commit()
+        return user
+
+    def check_change(
+        self,
+        username: str,
+        *,
+        roles: list[str] | None = None,
+        display_name: str | None = None,
+        email: str | None = None,
+        active: bool | None = None,
+    ) -> list[Problem]:
+        """The problems :meth:`create` (when there is no such user) or :meth:`set_roles`,
+        :meth:`update_details` and :meth:`deactivate` would refuse these values for, without
+        changing anything: for dry runs of bulk changes. None means "not changed"."""
+        name = (username or "").strip().lower()
+        user = self.session.scalar(select(User).where(User.username == name)) if name else None
+        problems = []
+        if user is None and (not name or not set(name) <= _USERNAME_CHARS or len(name) > 64):
+            problems.append(
+                Problem(
+                    "username",
+                    f"'{name}' is not a valid user name",
+                    "Use up to 64 lower-case letters, digits, '.', '_', '-' or '@'.",
+                )
+            )
+        if display_name is not None and len(display_name) > 200:
+            problems.append(Problem("display_name", "The display name is too long", "Use at most 200 characters."))
+        mail = (email or "").strip()
+        if mail and (len(mail) > 320 or not _EMAIL.fullmatch(mail)):
+            problems.append(
+                Problem(
+                    "email", f"'{mail}' is not an e-mail address", "Type it as name@example.org, or leave it empty."
+                )
+            )
+        if roles is not None or user is None:
+            problems += self._role_problems(roles or [])
+        if user is not None and not problems:
+            if active is False:
+                problems += self._last_admin_problems(user, "active", "deactivate")
+            elif roles is not None and not self._grants_user_admin(roles):
+                problems += self._last_admin_problems(user, "roles", "take the user administration role from")
+        return problems
+
     def authenticate(self, username: str, password: str) -> User | None:
         """The active user with this name and password, or None."""
         user = self.session.scalar(select(User).where(User.username == (username or "").strip().lower()))
