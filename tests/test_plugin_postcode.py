@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from sqlalchemy import select
 
 from engine.config import Settings
+from engine.models import Item
 from engine.plugins import Invalid, LookupUnavailable, PluginHost
 from plugins import postcode
 from plugins.jsonhttp import ServiceUnavailable
 from plugins.postcode import PostcodeClient, normalise
+from tests import webhelpers
 from tests.fake_apis import FakePostcodes, running
+from tests.webhelpers import cheap_hashing, create_users, post, sign_in  # noqa: F401 - an autouse fixture
+
+new_app = webhelpers.new_app
 
 
 @pytest.fixture
@@ -158,3 +166,76 @@ def test_the_plugin_reads_its_settings_and_gives_the_lookup(tmp_path, fake_postc
     assert find({"q": "EH1 1YZ"})[0].values["district"] == "City of Edinburgh"
     assert postcode.client_from(settings).timeout == 1.5
     assert postcode.client_from(Settings(instance_path=tmp_path, secret_key="x")).base_url == postcode.DEFAULT_URL
+
+
+# -- on the learner form ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def app_with(new_app, fake_postcodes):
+    """An app whose postcode lookup asks the fake (more settings as keyword arguments)."""
+
+    def make(**plugin_env: str):
+        env = {"TRACKER_PLUGIN_POSTCODE_URL": fake_postcodes.url, "TRACKER_PLUGIN_POSTCODE_TIMEOUT": "0.5"}
+        app = new_app(settings={"plugin_env": {**env, **plugin_env}})
+        create_users(app, clerk=["tracker_creator"])
+        return app
+
+    return make
+
+
+def signed_in(app):
+    client = app.test_client()
+    sign_in(client, "clerk")
+    return client
+
+
+def test_the_learner_form_offers_a_postcode_lookup_that_runs_as_the_postcode_is_typed(app_with):
+    client = signed_in(app_with())
+    page = client.get("/items/new?type=learner").get_data(as_text=True)
+    button = re.search(r"<button[^>]*id=\"data-postcode-lookup-button\"[^>]*>", page).group(0)
+    assert 'data-lookup-name="postcode"' in button and "data-lookup-auto" in button
+    assert "hidden" in button  # forms.js shows it; without JavaScript the form is the plain one
+    assert 'id="data-district"' in page and 'id="data-region"' in page
+
+
+def test_the_lookup_endpoint_answers_with_the_fields_to_fill(app_with, fake_postcodes):
+    client = signed_in(app_with())
+    answer = client.get("/lookups/postcode?q=so41%208an")
+    assert answer.status_code == 200
+    [result] = answer.get_json()["results"]
+    assert result["values"]["district"] == "New Forest" and result["values"]["region"] == "South East"
+    fake_postcodes.outage = 503
+    down = client.get("/lookups/postcode?q=SO41 8AN")
+    assert down.status_code == 503
+    assert down.get_json()["message"] == "Postcode lookup is unavailable just now; you can still save, without it."
+    not_one = client.get("/lookups/postcode?q=SO41")
+    assert not_one.status_code == 422 and "is not a UK postcode" in not_one.get_json()["message"]
+
+
+def test_when_the_lookup_was_down_the_learner_still_saves_with_a_note(app_with, fake_postcodes):
+    app = app_with()
+    client = signed_in(app)
+    fake_postcodes.hang = True  # slow: the browser's lookup timed out, and forms.js marked the form
+    data = {
+        "data-given_name": "Ann",
+        "data-family_name": "Lee",
+        "data-date_of_birth": "2001-02-03",
+        "data-postcode": "SO41 8AN",
+        "lookup_unavailable": ["postcode", "made-up"],
+    }
+    response = post(client, "/items/new?type=learner", data, token_from="/items/new?type=learner")
+    assert response.status_code == 303, response.get_data(as_text=True)
+    page = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert "Postcode lookup is unavailable just now; the item was saved without it." in page
+    assert "Made-Up lookup" not in page  # only lookups that exist are named
+    with app.extensions["tracker"].session() as session:
+        learner = session.scalars(select(Item).where(Item.type_key == "learner")).one()
+        assert learner.data["postcode"] == "SO41 8AN" and "district" not in learner.data
+
+
+def test_a_postcode_lookup_switched_off_leaves_a_plain_field(new_app, fake_postcodes):
+    app = new_app(settings={"plugins_disabled": ("postcode",)})
+    create_users(app, clerk=["tracker_creator"])
+    page = signed_in(app).get("/items/new?type=learner").get_data(as_text=True)
+    assert 'id="data-postcode"' in page and "data-postcode-lookup-button" not in page

@@ -1145,26 +1145,55 @@ def field_input(node: Node) -> Markup:
 def lookup_button(node: Node) -> Markup:
     """For ``x-lookup``: a hidden button forms.js reveals. It calls ``/lookups/<name>`` with the
     ``inputs`` (query parameter -> field of the same object; default ``{"q": <this field>}``)
-    and offers the results, each filling the fields its ``values`` name in the same object."""
+    and offers the results, each filling the fields its ``values`` name in the same object
+    (a nested object's fields through a nested mapping). With ``"auto": true`` the lookup also
+    runs when the field's value changes. Nothing is drawn when no enabled plugin gives the
+    lookup (it is not set up here): the field is a plain input."""
     from flask import url_for
+
+    from webui import runtime
 
     spec = node.spec.schema.get("x-lookup")
     if not spec:
         return Markup("")
     config = spec if isinstance(spec, dict) else {"name": spec}
     name = str(config.get("name", ""))
+    if name not in runtime().plugins.lookups():
+        return Markup("")
     inputs = config.get("inputs") or {"q": node.spec.key}
     label = config.get("label") or "Look up"
     return Markup(
         '<button type="button" class="secondary lookup" hidden id="{id}-lookup-button" data-lookup-url="{url}"'
-        ' data-lookup-scope="{scope}" data-lookup-inputs="{inputs}" aria-controls="{id}-lookup">{label}'
-        '<span class="visually-hidden"> for {field}</span></button>'
+        ' data-lookup-name="{name}" data-lookup-scope="{scope}" data-lookup-inputs="{inputs}"{auto}'
+        ' aria-controls="{id}-lookup">{label}<span class="visually-hidden"> for {field}</span></button>'
         '<div class="lookup-results" id="{id}-lookup" aria-live="polite"></div>'
     ).format(
         id=node.name,
         url=url_for("plugins.lookup", name=name),
+        name=name,
         scope=node.scope,
         inputs=json.dumps(inputs),
+        auto=Markup(" data-lookup-auto") if config.get("auto") is True else "",
         label=label,
         field=node.label,
     )
+
+
+#: the form field forms.js adds for each lookup whose service was down while the form was filled
+LOOKUP_UNAVAILABLE = "lookup_unavailable"
+
+
+def unavailable_lookup_notes(formdata: Mapping) -> list[str]:
+    """Notes to show after a save: one per lookup the form says was unavailable while it was
+    filled in ("Postcode lookup is unavailable just now; the item was saved without it.").
+    Only names of lookups enabled here count, so the page never repeats arbitrary text."""
+    from webui import runtime
+
+    sent = formdata.getlist(LOOKUP_UNAVAILABLE) if hasattr(formdata, "getlist") else []
+    known = runtime().plugins.lookups()
+    notes = []
+    for name in sorted({n for n in sent if n in known}):
+        words = name.replace("_", " ")
+        words = words.upper() if len(words) <= 3 else words.title()
+        notes.append(f"{words} lookup is unavailable just now; the item was saved without it.")
+    return notes

@@ -162,6 +162,8 @@ def create():
             bound, problems=exc.problems, status=exc.status, existing=getattr(exc, "existing_id", None), **values
         )
     flash(f"Created #{item.id} {item.title}.", "info")
+    for note in forms.unavailable_lookup_notes(form):
+        flash(note, "info")
     return redirect(url_for("items.item", item_id=item.id), 303)
 
 
@@ -350,6 +352,8 @@ def item(item_id: int):
         flash("Nothing was changed, so there was nothing to save.", "info")
     else:
         flash(f"Saved #{saved.id} {saved.title}.", "info")
+        for note in forms.unavailable_lookup_notes(request.form):
+            flash(note, "info")
     return redirect(url_for("items.item", item_id=item_id), 303)
 
 

@@ -4,7 +4,9 @@
  * - Enter in a search box presses its Find button (data-enter-clicks);
  * - focus on the error summary after a refused save;
  * - "Look up" buttons (x-lookup, see webui/forms.py lookup_button): ask /lookups/<name> with the
- *   fields the button names and offer the answers; picking one fills the fields it names.
+ *   fields the button names and offer the answers; picking one fills the fields it names; with
+ *   "auto" the lookup also runs when the field changes; a lookup whose service was down is
+ *   remembered in a hidden "lookup_unavailable" input, so the saved page can say so.
  * The format of data-show-when is documented in webui/forms.py (Clause.as_json). */
 (function () {
   "use strict";
@@ -76,11 +78,35 @@
 
   function fill(form, scope, values) {
     Object.keys(values).forEach(function (key) {
+      var value = values[key];
+      if (value !== null && typeof value === "object" && !Array.isArray(value)) {
+        fill(form, scope + "-" + key, value);  // a nested object's fields (an address)
+        return;
+      }
       var el = form.querySelector("[name='" + scope + "-" + key + "']");
       if (!el || el.disabled) { return; }
-      el.value = values[key] === null || values[key] === undefined ? "" : String(values[key]);
+      el.value = value === null || value === undefined ? "" : String(value);
       el.dispatchEvent(new Event("change", { bubbles: true }));
     });
+  }
+
+  /* Remember, in the form, that a lookup's service was down, so the page after the save can
+   * say the item was saved without it; forget it once the lookup answers again. */
+  function markUnavailable(form, name, down) {
+    var marks = form.querySelectorAll("input[name='lookup_unavailable']");
+    for (var i = 0; i < marks.length; i++) {
+      if (marks[i].value === name) {
+        if (!down) { marks[i].parentNode.removeChild(marks[i]); }
+        return;
+      }
+    }
+    if (down) {
+      var mark = document.createElement("input");
+      mark.type = "hidden";
+      mark.name = "lookup_unavailable";
+      mark.value = name;
+      form.appendChild(mark);
+    }
   }
 
   function say(box, text, kind) {
@@ -90,15 +116,21 @@
     box.appendChild(p);
   }
 
-  function lookup(form, button) {
+  /* auto: started by a change of the field (x-lookup "auto"), not by the button; the answers
+   * are announced (aria-live) but focus stays where the person is typing. */
+  function lookup(form, button, auto) {
     var box = document.getElementById(button.getAttribute("aria-controls"));
     var scope = button.getAttribute("data-lookup-scope");
+    var name = button.getAttribute("data-lookup-name");
     box.textContent = "";
     say(box, "Looking up…", "help");
     button.disabled = true;
     var url = button.getAttribute("data-lookup-url") + "?" + lookupQuery(form, button);
     fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } })
-      .then(function (response) { return response.json(); })
+      .then(function (response) {
+        markUnavailable(form, name, response.status === 503 || response.status === 502);
+        return response.json();
+      })
       .then(function (body) {
         box.textContent = "";
         var results = body.results || [];
@@ -122,9 +154,10 @@
           list.appendChild(item);
         });
         box.appendChild(list);
-        list.querySelector("button").focus();
+        if (!auto) { list.querySelector("button").focus(); }
       })
       .catch(function () {
+        markUnavailable(form, name, true);
         box.textContent = "";
         say(box, "The lookup did not answer; type the details in.", "advice");
       })
@@ -135,8 +168,21 @@
     var buttons = form.querySelectorAll("[data-lookup-url]");
     for (var i = 0; i < buttons.length; i++) {
       buttons[i].hidden = false;
-      buttons[i].addEventListener("click", function () { lookup(form, this); });
+      buttons[i].addEventListener("click", function () { lookup(form, this, false); });
+      if (buttons[i].hasAttribute("data-lookup-auto")) { autoLookup(form, buttons[i]); }
     }
+  }
+
+  function autoLookup(form, button) {
+    var field = document.getElementById(button.id.replace(/-lookup-button$/, ""));
+    if (!field) { return; }
+    var asked = (field.value || "").trim();
+    field.addEventListener("change", function () {
+      var value = (field.value || "").trim();
+      if (value === "" || value === asked) { return; }
+      asked = value;
+      lookup(form, button, true);
+    });
   }
 
   function start() {
