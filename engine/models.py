@@ -335,6 +335,8 @@ class AutomationRun(Base):
 
     result: Mapped[Item | None] = relationship(foreign_keys=[result_id])
 
+    result: Mapped[Item | None] = relationship(foreign_keys=[result_id])
+
 
 class AssignmentCursor(Base):
     """Whose turn it is for a type's ``round_robin`` assignment: a counter bumped atomically

@@ -484,16 +484,16 @@ class AutomationService:
             return
         type_key = spec.action.get("type_key")
 
-        def grab(session: Session, _context) -> None:
+        def grab(session: Session, _context, _instances) -> None:
             for obj in session.new:
-                if isinstance(obj, Item) and obj.type_key == type_key and row.result_id is None:
-                    row.result_id = obj.id
+                if isinstance(obj, Item) and obj.type_key == type_key and row.result is None:
+                    row.result = obj  # the unit of work fills in result_id when it inserts the item
 
-        orm_event.listen(self.session, "after_flush", grab)
+        orm_event.listen(self.session, "before_flush", grab)
         try:
             yield
         finally:
-            orm_event.remove(self.session, "after_flush", grab)
+            orm_event.remove(self.session, "before_flush", grab)
 
     def _skip_reason(self, spec: Spec, target: Item | None) -> str | None:
         if target is None:
