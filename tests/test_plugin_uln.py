@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import html
+import json
+import re
 from datetime import date
 
 import pytest
+from sqlalchemy import select
 
 from engine.config import Settings
+from engine.models import Item
 from engine.plugins import Invalid, LookupUnavailable, PluginHost
 from plugins import uln
 from plugins.jsonhttp import ServiceUnavailable
 from plugins.uln import EXACT, NO_MATCH, POSSIBLE, TOO_MANY, Demographics, HttpUlnClient, UlnRefused, check_digit_ok
+from tests import webhelpers
 from tests.fake_apis import LRS_PASSWORD, LRS_UKPRN, LRS_USER, FakeLrs, running
+from tests.webhelpers import cheap_hashing, create_users, post, sign_in  # noqa: F401 - an autouse fixture
+
+new_app = webhelpers.new_app
 
 
 @pytest.fixture
@@ -183,3 +192,125 @@ def test_without_an_endpoint_no_lookup_is_offered(tmp_path, fake_lrs):
     host = PluginHost(settings, plugins=[("uln", uln)], entry_points=False)
     _plugin, find = host.lookups()["uln"]
     assert find({**JANE_PARAMS, "postcode": "SW1A1AA"})[0].values == {"uln": "1000000043"}
+
+
+# -- on the web: the learner form and the admin page (both databases) --------------------------
+
+
+@pytest.fixture
+def app(new_app, fake_lrs):
+    env = {
+        "TRACKER_PLUGIN_ULN_URL": fake_lrs.url,
+        "TRACKER_PLUGIN_ULN_USERNAME": LRS_USER,
+        "TRACKER_PLUGIN_ULN_PASSWORD": LRS_PASSWORD,
+        "TRACKER_PLUGIN_ULN_UKPRN": LRS_UKPRN,
+        "TRACKER_PLUGIN_ULN_TIMEOUT": "0.5",
+    }
+    app = new_app(settings={"plugin_env": env})
+    create_users(app, clerk=["tracker_creator"], ada=["admin"])
+    return app
+
+
+def signed_in(app, who: str = "clerk"):
+    client = app.test_client()
+    sign_in(client, who)
+    return client
+
+
+def test_the_learner_form_has_find_uln_asking_with_name_birth_date_and_postcode(app):
+    page = signed_in(app).get("/items/new?type=learner").get_data(as_text=True)
+    button = re.search(r"<button[^>]*id=\"data-uln-lookup-button\"[^>]*>.*?</button>", page, re.S).group(0)
+    assert ">Find ULN<" in button
+    inputs = json.loads(html.unescape(re.search(r'data-lookup-inputs="([^"]*)"', button).group(1)))
+    assert inputs == {
+        "given_name": "given_name",
+        "family_name": "family_name",
+        "date_of_birth": "date_of_birth",
+        "postcode": "postcode",
+    }
+
+
+def test_find_uln_answers_the_matches_and_the_chosen_uln_saves(app, fake_lrs):
+    client = signed_in(app)
+    answer = client.get("/lookups/uln?given_name=Jane&family_name=Smith&date_of_birth=2001-02-03&postcode=")
+    assert answer.status_code == 200
+    assert [r["values"]["uln"] for r in answer.get_json()["results"]] == ["1000000043", "1000000027"]
+    form = {
+        "data-given_name": "Jane",
+        "data-family_name": "Smith",
+        "data-date_of_birth": "2001-02-03",
+        "data-uln": "1000000027",
+    }
+    saved = post(client, "/items/new?type=learner", form, token_from="/items/new?type=learner")
+    assert saved.status_code == 303
+    with app.extensions["tracker"].session() as session:
+        assert session.scalars(select(Item).where(Item.type_key == "learner")).one().data["uln"] == "1000000027"
+
+
+def test_a_uln_that_fails_the_check_digit_is_refused_at_save_and_nothing_is_saved(app):
+    client = signed_in(app)
+    form = {"data-given_name": "Jane", "data-family_name": "Smith", "data-date_of_birth": "2001-02-03"}
+    refused = post(
+        client, "/items/new?type=learner", {**form, "data-uln": "1000000042"}, token_from="/items/new?type=learner"
+    )
+    assert refused.status_code == 422
+    assert "fails the check-digit test" in html.unescape(refused.get_data(as_text=True))
+    with app.extensions["tracker"].session() as session:
+        assert session.scalars(select(Item).where(Item.type_key == "learner")).all() == []
+
+
+def test_find_uln_without_the_details_says_what_to_fill_in(app, fake_lrs):
+    answer = signed_in(app).get("/lookups/uln?given_name=Jane&family_name=&date_of_birth=&postcode=")
+    assert answer.status_code == 422
+    assert answer.get_json()["message"] == "Fill in the given name, family name and date of birth first"
+    assert fake_lrs.requests == []
+
+
+def test_the_admin_page_shows_the_endpoint_never_the_password(app, fake_lrs):
+    page = signed_in(app, "ada").get("/admin/uln").get_data(as_text=True)
+    assert fake_lrs.url in page and LRS_USER in page and LRS_UKPRN in page
+    assert LRS_PASSWORD not in page
+    assert "TRACKER_PLUGIN_ULN_PASSWORD" in page and 'id="test-connection"' in page
+
+
+@pytest.mark.parametrize(
+    ("trouble", "flashed"),
+    [
+        (None, "The connection works: the Learning Records Service answered (WSRC0001)."),
+        ("outage", "The connection failed: the Learning Records Service it answered 503"),
+        ("hang", "no answer within 0.5 seconds"),
+        ("password", "refused the search"),
+    ],
+)
+def test_test_connection_reports_what_happened(app, fake_lrs, trouble, flashed):
+    if trouble == "outage":
+        fake_lrs.outage = 503
+    elif trouble == "hang":
+        fake_lrs.hang = True
+    elif trouble == "password":
+        fake_lrs.learners.clear()
+        app.extensions["tracker"].settings.plugin_env["TRACKER_PLUGIN_ULN_PASSWORD"] = "wrong"
+    client = signed_in(app, "ada")
+    tested = post(client, "/admin/uln/test", token_from="/admin/uln")
+    assert tested.status_code == 303 and tested.headers["Location"].endswith("/admin/uln")
+    assert flashed in html.unescape(client.get("/admin/uln").get_data(as_text=True))
+    request = fake_lrs.requests[0].json()
+    assert (request["GivenName"], request["FamilyName"]) == ("Connection", "Test")
+
+
+def test_only_user_admins_see_the_admin_page(app):
+    client = signed_in(app)
+    assert client.get("/admin/uln").status_code == 403
+    assert post(client, "/admin/uln/test").status_code == 403
+    assert app.test_client().get("/admin/uln").status_code == 302  # to the sign-in page
+
+
+def test_without_an_endpoint_the_admin_page_says_how_to_set_one_up_and_the_form_has_no_button(new_app):
+    app = new_app()
+    create_users(app, ada=["admin"])
+    client = signed_in(app, "ada")
+    page = client.get("/admin/uln").get_data(as_text=True)
+    assert "The ULN lookup is not set up" in page and 'id="test-connection"' not in page
+    assert "data-uln-lookup-button" not in client.get("/items/new?type=learner").get_data(as_text=True)
+    tested = post(client, "/admin/uln/test", token_from="/admin/uln")
+    assert "There is nothing to test" in html.unescape(client.get(tested.headers["Location"]).get_data(as_text=True))
