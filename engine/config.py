@@ -61,6 +61,10 @@ class Settings:
     training_refresh_hour: int = 2
     #: the RQ queue; empty = ``tracker`` on LIVE, ``tracker-training`` on TRAINING, so both can share one Redis
     queue_name: str = ""
+    #: the largest file an import accepts, in bytes
+    import_max_bytes: int = 50 * 1024 * 1024
+    #: the most rows one import file may hold
+    import_max_rows: int = 200_000
 
     def plugin(self, name: str) -> PluginSettings:
         """The settings of plugin ``name``: ``TRACKER_PLUGIN_<NAME>_<KEY>`` as ``{key: value}``
@@ -117,6 +121,8 @@ class Settings:
                 "TRACKER_TRAINING_REFRESH_HOUR", env.get("TRACKER_TRAINING_REFRESH_HOUR", ""), 2
             ),
             queue_name=env.get("TRACKER_QUEUE_NAME", "").strip(),
+            import_max_bytes=_import_limit("TRACKER_IMPORT_MAX_BYTES", env.get("TRACKER_IMPORT_MAX_BYTES", ""), "50M"),
+            import_max_rows=_import_limit("TRACKER_IMPORT_MAX_ROWS", env.get("TRACKER_IMPORT_MAX_ROWS", ""), "200000"),
         )
 
 
@@ -153,6 +159,20 @@ class PluginSettings:
             raise TrackerError(
                 f"{self.prefix}{key.upper()} is not a number: '{text}'.", "Set it to a number, or leave it unset."
             ) from None
+
+
+def _import_limit(name: str, text: str, default: str) -> int:
+    """``TRACKER_IMPORT_MAX_BYTES`` / ``_ROWS``: a whole number, with K, M or G after it for
+    thousands (bytes: 1024s); empty means ``default``."""
+    text = (text.strip() or default).upper().removesuffix("B")
+    factor = {"K": 1024, "M": 1024**2, "G": 1024**3}.get(text[-1:], 1)
+    number = text[:-1] if factor > 1 else text
+    if not number.isdigit() or int(number) < 1:
+        raise TrackerError(
+            f"{name} is not a positive number: '{text}'.",
+            f"Set it to a whole number (K, M or G may follow, e.g. 50M), or leave it unset for {default}.",
+        )
+    return int(number) * factor
 
 
 def _byte_size(text: str) -> int:
@@ -275,9 +295,9 @@ def _networks(text: str) -> tuple[IPv4Network | IPv6Network, ...]:
 def _ukprn(text: str) -> str:
     """``TRACKER_UKPRN``: the provider's 8-digit UK provider reference number, or empty."""
     text = text.strip()
-    if text and not (text.isdigit() and len(text) == 8 and text[0] == "1"):
+    if text and not (text.isdigit() and len(text) == 8 and int(text) >= 10_000_000):
         raise TrackerError(
             f"TRACKER_UKPRN is not a UKPRN: '{text}'.",
-            "Set it to your 8-digit UK provider reference number (10000000 to 19999999), or leave it unset.",
+            "Set it to your 8-digit UK provider reference number, e.g. 10012345, or leave it unset.",
         )
     return text

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -335,8 +335,6 @@ class AutomationRun(Base):
 
     result: Mapped[Item | None] = relationship(foreign_keys=[result_id])
 
-    result: Mapped[Item | None] = relationship(foreign_keys=[result_id])
-
 
 class AssignmentCursor(Base):
     """Whose turn it is for a type's ``round_robin`` assignment: a counter bumped atomically
@@ -465,3 +463,85 @@ class TrainingCopy(Base):
     revision: Mapped[str] = mapped_column(String(500), default="")
     #: rows per table at the time of the copy
     counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class BulkExport(Base):
+    """One bulk download (a CSV list, an ILR file made or downloaded): who, from which address,
+    what and how many. Attempts refused because of the address (``TRACKER_BULK_EXPORT_ALLOW``)
+    are kept too, with ``outcome`` ``refused``."""
+
+    __tablename__ = "bulk_exports"
+    __table_args__ = (Index("ix_bulk_exports_kind_at", "kind", "at"),)
+
+    id: Mapped[intpk]
+    at: Mapped[created_at]
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    #: the client's address; empty for the command line (this machine)
+    address: Mapped[str] = mapped_column(String(64), default="")
+    #: ``csv``, ``ilr_xml`` (an ILR file made) or ``ilr_download`` (an ILR file downloaded)
+    kind: Mapped[str] = mapped_column(String(32))
+    type_key: Mapped[str | None] = mapped_column(String(64))
+    #: the filters and options of the export (status, assignee, q, sort; UKPRN, year ...)
+    filters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    item_count: Mapped[int] = mapped_column(default=0)
+    filename: Mapped[str] = mapped_column(String(200), default="")
+    #: ``done``, ``refused`` (address not allowed) or ``nothing`` (an ILR export that wrote no file)
+    outcome: Mapped[str] = mapped_column(String(16), default="done")
+    #: what else is worth keeping: learners left out of an ILR file and why
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+    user: Mapped[User | None] = relationship(lazy="joined")
+
+
+class ImportJob(Base):
+    """A file being imported from the web page: its rows, where the dry run and the import
+    are, and their counts. ``status``: ``checking`` (dry run running), ``checked`` (report
+    ready), ``importing``, ``done``, or ``failed`` (the job stopped; ``error`` says why).
+    The file is kept (``content``) so the failed rows can be downloaded with their reasons."""
+
+    __tablename__ = "import_jobs"
+    __table_args__ = (Index("ix_import_jobs_user", "user_id", "id"),)
+
+    id: Mapped[intpk]
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    type_key: Mapped[str] = mapped_column(String(64))
+    filename: Mapped[str] = mapped_column(String(255))
+    encoding: Mapped[str] = mapped_column(String(32), default="utf-8")
+    content: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    status: Mapped[str] = mapped_column(String(16), default="checking")
+    total_rows: Mapped[int] = mapped_column(default=0)
+    #: rows gone through in the current step (the dry run, then the import)
+    processed: Mapped[int] = mapped_column(default=0)
+    #: what the dry run found
+    valid_rows: Mapped[int] = mapped_column(default=0)
+    invalid_rows: Mapped[int] = mapped_column(default=0)
+    duplicate_rows: Mapped[int] = mapped_column(default=0)
+    #: what the import did
+    created: Mapped[int] = mapped_column(default=0)
+    duplicates: Mapped[int] = mapped_column(default=0)
+    failed: Mapped[int] = mapped_column(default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[created_at]
+    #: the last sign of life of the job working on it (a job that stops updating has died)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[datetime | None]
+
+    user: Mapped[User | None] = relationship(lazy="joined")
+
+
+class ImportProblem(Base):
+    """One problem with one row of an import: found by the dry run (``step`` ``check``) or
+    by the import itself (``import``). ``kind`` is ``invalid`` or ``duplicate``."""
+
+    __tablename__ = "import_problems"
+    __table_args__ = (Index("ix_import_problems_job", "job_id", "step", "line"),)
+
+    id: Mapped[intpk]
+    job_id: Mapped[int] = mapped_column(ForeignKey("import_jobs.id", ondelete="CASCADE"))
+    step: Mapped[str] = mapped_column(String(8))
+    line: Mapped[int]
+    column: Mapped[str] = mapped_column(String(200), default="")
+    message: Mapped[str] = mapped_column(Text)
+    advice: Mapped[str] = mapped_column(Text, default="")
+    kind: Mapped[str] = mapped_column(String(16), default="invalid")
+    existing_id: Mapped[int | None]

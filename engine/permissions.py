@@ -73,6 +73,8 @@ _VERBS = {
     "items.view": "view",
     "items.edit": "edit",
     "items.transition": "change the status of",
+    "documents.qa": "check documents of",
+    "progress.edit": "record progress on",
 }
 
 

@@ -25,7 +25,9 @@ from engine.definitions.model import (
     AssignmentRule,
     Condition,
     Contract,
+    DocumentCategory,
     Migration,
+    ProgressSpec,
     Registry,
     Reminder,
     Role,
@@ -39,6 +41,7 @@ from engine.definitions.model import (
     Transition,
     Workflow,
 )
+from engine.definitions.qualifications import load_qualifications
 from engine.definitions.sourcemap import Document, SourceError, parse_json, parse_yaml, pointer, read_json, read_yaml
 from engine.sandbox import ExpressionError, compile_expression, compile_template, relative_date
 from engine.validation import (
@@ -103,7 +106,9 @@ def _metaschema(name: str) -> Draft202012Validator:
     return Draft202012Validator(json.loads(text))
 
 
-_META = {name: _metaschema(f"{name}.schema.json") for name in ("type", "workflow", "roles", "contract")}
+_META = {
+    name: _metaschema(f"{name}.schema.json") for name in ("type", "workflow", "roles", "contract", "qualification")
+}
 
 
 class _Collector:
@@ -185,6 +190,8 @@ def load_registry(folders: list[Path] | None = None, *, builtin: bool = True) ->
                 wf = _load_workflow(path, registry, out)
                 if wf:
                     raw_workflows.append(wf)
+    for folder in sources:
+        load_qualifications(folder.types / "qualifications", registry, out)
     for folder in sources:
         if folder.types.is_dir():
             for path in sorted(p for p in folder.types.iterdir() if p.is_dir()):
@@ -316,6 +323,7 @@ def _load_workflow(path: Path, registry: Registry, out: _Collector):
                 label=t.get("label") or t["key"].replace("_", " ").capitalize(),
                 roles=tuple(t.get("roles") or ()),
                 requires=tuple(t.get("requires") or ()),
+                requires_documents=tuple(t.get("requires_documents") or ()),
                 condition=t.get("condition"),
                 actions=tuple(actions),
             )
@@ -420,6 +428,16 @@ def _load_type(folder: Path, registry: Registry, out: _Collector) -> None:
 
     for list_key in ("list_columns", "identity"):
         for i, name in enumerate(raw.get(list_key) or ()):
+            if list_key == "identity" and name == "subject":
+                # "subject" is the item's learner or employer: one QAN per learner, say
+                if raw.get("subject", "none") == "none":
+                    out.add(
+                        doc,
+                        f"/identity/{i}",
+                        "identity 'subject' needs a type with a subject, but this type has 'subject: none'",
+                        "Set 'subject: learner' (or employer), or take 'subject' out of the identity.",
+                    )
+                continue
             field(f"/{list_key}/{i}", name)
     if raw.get("due_date"):
         field("/due_date", raw["due_date"])
@@ -506,6 +524,7 @@ def _load_type(folder: Path, registry: Registry, out: _Collector) -> None:
     if raw.get("assignment"):
         _check_assignment(raw, schema, doc, registry, out)
     _check_workflow_fields(workflow, schema, doc, out)
+    _check_documents_and_progress(raw, schema, workflow, registry, doc, out)
     _check_migrations(raw.get("migrations") or (), schema, doc, out)
     if len(out.problems) != before:
         return
@@ -536,6 +555,11 @@ def _load_type(folder: Path, registry: Registry, out: _Collector) -> None:
         source=out.display(folder),
         reminders=tuple(Reminder(r["field"], r["before"], r["notify"]) for r in raw.get("reminders") or ()),
         migrations=tuple(Migration(*next(iter(m.items()))) for m in raw.get("migrations") or ()),
+        documents=tuple(
+            DocumentCategory(c["key"], c["label"], c.get("description", ""))
+            for c in (raw.get("documents") or {}).get("categories") or ()
+        ),
+        progress=ProgressSpec(**raw["progress"]) if raw.get("progress") else None,
     )
     registry.types[key] = tracker_type
     registry.versions[(key, tracker_type.version)] = tracker_type
@@ -709,7 +733,56 @@ def _tasklist(raw: dict[str, Any]) -> TaskList:
         status_categories=tuple(flt.get("status_category") or ()),
         assignee=flt.get("assignee", "any"),
         conditions=tuple(Condition(c["field"], c["op"], c.get("value")) for c in flt.get("all") or ()),
+        documents_missing=tuple(flt.get("documents_missing") or ()),
     )
+
+
+def _check_documents_and_progress(
+    raw: dict, schema: dict, workflow: Workflow, registry: Registry, doc: Document, out: _Collector
+) -> None:
+    """Document categories are declared once each, and every category a task list or the
+    workflow names is declared; ``progress`` names a text property or a loaded structure."""
+    declared: list[str] = []
+    for i, category in enumerate((raw.get("documents") or {}).get("categories") or ()):
+        if category["key"] in declared:
+            out.add(
+                doc,
+                f"/documents/categories/{i}/key",
+                f"document category '{category['key']}' is declared twice",
+                "Give each category its own key.",
+            )
+        declared.append(category["key"])
+    known = ", ".join(declared) if declared else "none: add 'documents: {categories: [{key, label}]}' to type.yaml"
+
+    def category_known(ptr: str, name: str, where: str) -> None:
+        if name not in declared:
+            out.add(doc, ptr, f"{where} names document category '{name}', which this type does not declare", known)
+
+    for i, tasklist in enumerate(raw.get("tasklists") or ()):
+        for j, name in enumerate(tasklist["filter"].get("documents_missing") or ()):
+            category_known(f"/tasklists/{i}/filter/documents_missing/{j}", name, f"task list '{tasklist['key']}'")
+    for t in workflow.transitions:
+        for name in t.requires_documents:
+            category_known("/workflow", name, f"workflow '{workflow.key}' transition '{t.key}' requires_documents")
+    spec = raw.get("progress") or {}
+    if spec.get("qualification_field"):
+        name = spec["qualification_field"]
+        sub = schema_at(schema, name)
+        if sub is None or sub.get("type") not in ("string", None):
+            out.add(
+                doc,
+                "/progress/qualification_field",
+                f"'{name}' is not a text property of schema.json, so it cannot hold a QAN or standard reference",
+                "Name a text property such as qan or standard_reference.",
+            )
+    if spec.get("qualification") and spec["qualification"] not in registry.qualifications:
+        out.add(
+            doc,
+            "/progress/qualification",
+            f"qualification structure '{spec['qualification']}' does not exist or did not load",
+            f"Use one of: {', '.join(sorted(registry.qualifications)) or 'none loaded'}, "
+            "or add tracker_types/qualifications/<key>.yaml.",
+        )
 
 
 # -- rules and contract rules ----------------------------------------------------------------

@@ -16,6 +16,9 @@ CAPABILITIES = (
     "users.admin",
     "exports.bulk",
     "finance.view",
+    "items.import",
+    "documents.qa",
+    "progress.edit",
 )
 PSEUDO_ROLES = ("creator", "assignee")
 
@@ -46,6 +49,8 @@ class Transition:
     requires: tuple[str, ...] = ()
     condition: str | None = None
     actions: tuple[Action, ...] = ()
+    #: document categories that must have an accepted document before the step is taken
+    requires_documents: tuple[str, ...] = ()
 
     def leaves(self, state: str) -> bool:
         return "*" in self.sources or state in self.sources
@@ -92,6 +97,8 @@ class Rule:
     advice: str = ""
     path: str = ""
     severity: str = "error"
+    #: an array (``learning_deliveries``, or ``learning_deliveries.app_fin_records`` through rows of
+    #: rows): ``when`` is evaluated once per row, which it sees as ``row``; ``*`` in ``path`` is its index
     for_each: str = ""
 
 
@@ -154,6 +161,8 @@ class TaskList:
     status_categories: tuple[str, ...] = ()
     assignee: str = "any"
     conditions: tuple[Condition, ...] = ()
+    #: document categories: the item is in the list while any of them has no accepted document
+    documents_missing: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -191,6 +200,25 @@ class Section:
 
 
 @dataclass(frozen=True)
+class DocumentCategory:
+    """A kind of document an item of the type takes (``documents: {categories: [...]}``)."""
+
+    key: str
+    label: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ProgressSpec:
+    """``progress:`` in type.yaml: which qualification structure an item is tracked against,
+    named by a field of the item (``qualification_field``, holding a QAN or a standard
+    reference) or fixed for the type (``qualification``, a structure's key)."""
+
+    qualification_field: str | None = None
+    qualification: str | None = None
+
+
+@dataclass(frozen=True)
 class TrackerType:
     key: str
     name: str
@@ -217,6 +245,13 @@ class TrackerType:
     migrations: tuple[Migration, ...] = ()
     #: the property naming the contract whose rules apply to an item (see :class:`Contract`)
     contract_field: str | None = None
+    #: the categories of documents items of this type take; none means no uploads
+    documents: tuple[DocumentCategory, ...] = ()
+    #: how items of this type track progress through a qualification; None: they do not
+    progress: ProgressSpec | None = None
+
+    def document_category(self, key: str) -> DocumentCategory | None:
+        return next((c for c in self.documents if c.key == key), None)
 
     def template(self, key: str) -> Template | None:
         return next((t for t in self.templates if t.key == key), None)
@@ -250,15 +285,17 @@ class Registry:
     problems: list = field(default_factory=list)
     #: older versions of types, ``{(key, version): TrackerType}``; items keep their version
     versions: dict[tuple[str, int], TrackerType] = field(default_factory=dict)
+    #: plugins' field checks, ``{name: check(value, schema)}``, that ``x-validator`` names;
+    #: None when the registry was loaded without plugins (``x-validator`` is then not run)
+    field_validators: dict | None = None
     #: the workflow of each version of a type kept in the database, ``{(key, version): Workflow}``
     type_workflows: dict[tuple[str, int], Workflow] = field(default_factory=dict)
     #: types kept in the database (see :mod:`engine.definitions.store`), by key
     stored: dict[str, StoredType] = field(default_factory=dict)
     #: contract rules, ``{type key: {contract key: Contract}}``
     contracts: dict[str, dict[str, Contract]] = field(default_factory=dict)
-    #: plugins' field checks, ``{name: check(value, schema)}``, that ``x-validator`` names;
-    #: None when the registry was loaded without plugins (``x-validator`` is then not run)
-    field_validators: dict | None = None
+    #: qualification structures progress is tracked against, by key (see :mod:`engine.definitions.qualifications`)
+    qualifications: dict[str, Any] = field(default_factory=dict)
 
     def type(self, key: str, version: int | None = None) -> TrackerType:
         from engine.errors import NotFound

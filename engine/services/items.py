@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from engine import assignment, notifications, permissions, sandbox
+from engine import assignment, documents, notifications, permissions, progress, sandbox
 from engine.definitions.model import Registry, TrackerType, Transition, Workflow
 from engine.errors import Conflict, NotFound, PermissionDenied, Problem, ValidationFailed
 from engine.history import diff
@@ -113,7 +113,7 @@ class ItemService:
             assignee: a user name, ``me`` or ``none``.
             q: text found in the title or the identity (a ULN, a company number).
             subject_id: only items about this learner or employer.
-            sort: ``id``, ``title``, ``status``, ``due_date``, ``created_at``, ``updated_at`` or a
+            sort: ``id``, ``title``, ``status``, ``due_date``, ``created_at``, ``updated_at``, ``progress`` or a
                 field of the type's ``list_columns`` the actor may see (numbers sort as numbers);
                 ``-`` in front for descending.
                 Default: newest first.
@@ -158,6 +158,7 @@ class ItemService:
         "due_date": Item.due_date,
         "created_at": Item.created_at,
         "updated_at": Item.updated_at,
+        "progress": Item.progress,
     }
 
     def _ordering(self, sort: str | None, tracker_type: TrackerType | None) -> list:
@@ -451,11 +452,14 @@ class ItemService:
     def _duplicate_error(self, tracker_type: TrackerType, identity_key: str, existing: Item | None):
         values = json.loads(identity_key)
         described = ", ".join(
-            f"{_label(tracker_type, name)} {value}" for name, value in zip(tracker_type.identity, values, strict=False)
+            f"{tracker_type.subject} #{value}" if name == "subject" else f"{_label(tracker_type, name)} {value}"
+            for name, value in zip(tracker_type.identity, values, strict=False)
         )
         which = f"#{existing.id} {existing.title}".strip() if existing else "another item"
+        # the problem belongs on a field of the form, not on the subject picker
+        field = next((name for name in tracker_type.identity if name != "subject"), "subject")
         problem = Problem(
-            "/" + tracker_type.identity[0].replace(".", "/"),
+            "/" + field.replace(".", "/") if field != "subject" else "subject",
             f"A {tracker_type.name} with {described} already exists: {which}",
             f"Open item #{existing.id} instead of creating a duplicate."
             if existing
@@ -492,6 +496,42 @@ class ItemService:
         check_permission=True,
         cause=None,
     ) -> Item:
+        item, user = self._new_item(
+            type_key,
+            data,
+            subject_id=subject_id,
+            assignee=assignee,
+            description=description,
+            template=template,
+            status=status,
+            check_permission=check_permission,
+        )
+        self.session.add(item)
+        self.session.flush()
+        if not item.title:
+            item.title = f"{self.registry.type(type_key).name} #{item.id}"
+        self._record(item, "created", {"data": item.data, **({"cause": cause} if cause else {})})
+        self._outbox_event(item, "created", {})
+        if user is not None:
+            self._set_assignee(item, user)
+        return item
+
+    def _new_item(
+        self,
+        type_key: str,
+        data: dict | None,
+        *,
+        subject_id: int | None = None,
+        assignee: str | None = None,
+        description: str = "",
+        template: str | None = None,
+        status: str | None = None,
+        check_permission: bool = True,
+        check_identity: bool = True,
+    ) -> tuple[Item, User | None]:
+        """A new item, validated but not yet added to the session, and the user to assign it to.
+        Raises ValidationFailed with every problem. ``check_identity=False`` leaves the duplicate
+        check to the caller: a bulk import checks a whole batch in one query."""
         tracker_type = self.registry.type(type_key)
         if check_permission:
             self.require_create(tracker_type)
@@ -543,16 +583,8 @@ class ItemService:
             updated_by_id=self.actor.user_id,
             data={},
         )
-        self._write_data(item, new_data, item.status, problems, creating=True)
-        self.session.add(item)
-        self.session.flush()
-        if not item.title:
-            item.title = f"{tracker_type.name} #{item.id}"
-        self._record(item, "created", {"data": item.data, **({"cause": cause} if cause else {})})
-        self._outbox_event(item, "created", {})
-        if user is not None:
-            self._set_assignee(item, user)
-        return item
+        self._write_data(item, new_data, item.status, problems, creating=True, check_identity=check_identity)
+        return item, user
 
     def _subject(self, tracker_type: TrackerType, subject_id: int | None, problems: list[Problem]) -> Item | None:
         kind = tracker_type.subject
@@ -621,7 +653,14 @@ class ItemService:
         self._outbox_event(item, "assigned", moved)
 
     def _write_data(
-        self, item: Item, new_data: dict, status: str, problems: list[Problem] | None = None, *, creating: bool = False
+        self,
+        item: Item,
+        new_data: dict,
+        status: str,
+        problems: list[Problem] | None = None,
+        *,
+        creating: bool = False,
+        check_identity: bool = True,
     ) -> None:
         """Validate ``new_data`` for ``status``; on success store it with its derived
         columns (title, due date, identity, warnings) and record the diff."""
@@ -656,8 +695,8 @@ class ItemService:
                         f"Fill in {label}.",
                     )
                 )
-        identity_key = _identity_key(tracker_type, new_data)
-        if identity_key is not None and identity_key != item.identity_key:
+        identity_key = _identity_key(tracker_type, new_data, item.subject_id)
+        if check_identity and identity_key is not None and identity_key != item.identity_key:
             existing = self.session.scalar(
                 select(Item).where(
                     Item.type_key == tracker_type.key,
@@ -672,12 +711,14 @@ class ItemService:
                 problems += duplicate.problems
         if problems:
             raise ValidationFailed(problems)
-        changes = diff(item.data, new_data)
+        changes = [] if creating else diff(item.data, new_data)  # a new item's history is its data
         self._identity_attempt = (tracker_type, identity_key) if identity_key else None
         item.data = new_data
         item.identity_key = identity_key
         item.problems = [w.as_dict() for w in warnings]
         item.problem_count = len(warnings)
+        if tracker_type.progress is not None:  # its qualification field may have changed
+            item.progress = progress.percent_for(self.session, self.registry, tracker_type, item.id, new_data)
         item.due_date = _as_date(get_path(new_data, tracker_type.due_date)) if tracker_type.due_date else None
         item.updated_by_id = self.actor.user_id
         item.title = _render_title(tracker_type, context) or item.title
@@ -771,7 +812,8 @@ class ItemService:
                 )
                 continue
             missing = [name for name in t.requires if not is_filled(get_path(data, name))]
-            if missing:
+            lacking = documents.missing_categories(self.session, item.id, t.requires_documents)
+            if missing or lacking:
                 tracker_type = self.type_of(item)
                 problems += [
                     Problem(
@@ -781,6 +823,8 @@ class ItemService:
                     )
                     for name in missing
                 ]
+                if lacking:
+                    problems.append(documents.missing_problem(tracker_type, t.label, self.session, item.id, lacking))
                 continue
             return t
         if problems:
@@ -989,10 +1033,12 @@ def _subject_context(subject: Item | None) -> dict:
     return {"id": subject.id, "name": subject.title, "title": subject.title, "data": subject.data}
 
 
-def _identity_key(tracker_type: TrackerType, data: dict) -> str | None:
+def _identity_key(tracker_type: TrackerType, data: dict, subject_id: int | None = None) -> str | None:
+    """The normalised identity of an item (None when a part is empty); ``subject`` in a
+    type's ``identity`` stands for the item's learner or employer."""
     if not tracker_type.identity:
         return None
-    values = [get_path(data, name) for name in tracker_type.identity]
+    values = [subject_id if name == "subject" else get_path(data, name) for name in tracker_type.identity]
     if not all(is_filled(v) for v in values):
         return None
     normalised = [v.strip().upper() if isinstance(v, str) else v for v in values]
