@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import base64
+import html
+import re
 
 import pytest
+from sqlalchemy import select
 
 from engine.config import Settings
+from engine.models import Item
 from engine.plugins import Invalid, LookupUnavailable, PluginHost
 from plugins import companies_house
 from plugins.companies_house import (
@@ -16,7 +20,11 @@ from plugins.companies_house import (
     normalise_number,
 )
 from plugins.jsonhttp import ServiceUnavailable
+from tests import webhelpers
 from tests.fake_apis import CH_KEY, FakeCompaniesHouse, running
+from tests.webhelpers import cheap_hashing, create_users, post, sign_in  # noqa: F401 - an autouse fixture
+
+new_app = webhelpers.new_app
 
 
 @pytest.fixture
@@ -167,3 +175,102 @@ def test_without_a_key_no_lookup_is_offered(tmp_path, fake_companies_house):
     host = PluginHost(settings, plugins=[("companies_house", companies_house)], entry_points=False)
     _plugin, find = host.lookups()["companies_house"]
     assert find({"q": "SC123456"})[0].values["address"]["town"] == "Edinburgh"
+
+
+# -- on the employer form (both databases) ------------------------------------------------------
+
+
+@pytest.fixture
+def app(new_app, fake_companies_house):
+    env = {
+        "TRACKER_PLUGIN_COMPANIES_HOUSE_KEY": CH_KEY,
+        "TRACKER_PLUGIN_COMPANIES_HOUSE_URL": fake_companies_house.url,
+        "TRACKER_PLUGIN_COMPANIES_HOUSE_TIMEOUT": "0.5",
+    }
+    app = new_app(settings={"plugin_env": env})
+    create_users(app, clerk=["tracker_creator"])
+    return app
+
+
+@pytest.fixture
+def client(app):
+    client = app.test_client()
+    sign_in(client, "clerk")
+    return client
+
+
+def test_the_employer_form_looks_the_number_up_on_companies_house(client):
+    page = client.get("/items/new?type=employer").get_data(as_text=True)
+    button = re.search(r"<button[^>]*id=\"data-company_number-lookup-button\"[^>]*>.*?</button>", page, re.S).group(0)
+    assert ">Look up on Companies House<" in button and 'data-lookup-name="companies_house"' in button
+    # the fields its answer fills are on the same form, under the names the answer uses
+    for name in ("data-name", "data-address-line1", "data-address-line2", "data-address-town", "data-address-postcode"):
+        assert f'id="{name}"' in page
+
+
+def test_the_lookup_endpoint_fills_name_and_address_and_the_employer_saves(app, client):
+    answer = client.get("/lookups/companies_house?q=04828784")
+    assert answer.status_code == 200
+    [result] = answer.get_json()["results"]
+    values = result["values"]
+    form = {
+        "data-name": values["name"],
+        "data-company_number": values["company_number"],
+        **{f"data-address-{k}": v for k, v in values["address"].items() if k in ("line1", "line2", "town", "postcode")},
+    }
+    saved = post(client, "/items/new?type=employer", form, token_from="/items/new?type=employer")
+    assert saved.status_code == 303, saved.get_data(as_text=True)
+    with app.extensions["tracker"].session() as session:
+        employer = session.scalars(select(Item).where(Item.type_key == "employer")).one()
+        assert employer.data["name"] == "NEW FOREST TRAINING LIMITED"
+        assert employer.data["address"] == {
+            "line1": "1 High Street",
+            "line2": "Old Town",
+            "town": "Lymington",
+            "postcode": "SO41 8AN",
+        }
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "message"),
+    [
+        ("ABC", 422, "'ABC' is not a company number"),
+        ("09999999", 200, "Nothing was found."),
+    ],
+)
+def test_the_lookup_endpoint_explains_a_bad_or_unknown_number(client, query, status, message):
+    answer = client.get(f"/lookups/companies_house?q={query}")
+    assert answer.status_code == status and answer.get_json()["message"] == message
+
+
+def test_when_companies_house_is_down_the_lookup_says_so_and_the_employer_still_saves(
+    app, client, fake_companies_house
+):
+    fake_companies_house.hang = True
+    answer = client.get("/lookups/companies_house?q=04828784")
+    assert answer.status_code == 503 and "unavailable just now" in answer.get_json()["message"]
+    form = {
+        "data-name": "New Forest Training",
+        "data-company_number": "04828784",
+        "lookup_unavailable": "companies_house",
+    }
+    saved = post(client, "/items/new?type=employer", form, token_from="/items/new?type=employer")
+    assert saved.status_code == 303
+    page = html.unescape(client.get(saved.headers["Location"]).get_data(as_text=True))
+    assert "Companies House lookup is unavailable just now; the item was saved without it." in page
+
+
+@pytest.mark.parametrize("typed", ["4828784", "SC12345", "sc123456", "04828784X"])
+def test_a_malformed_company_number_is_refused_with_a_clear_message_and_nothing_saved(app, client, typed):
+    refused = post(
+        client,
+        "/items/new?type=employer",
+        {"data-name": "Acme", "data-company_number": typed},
+        token_from="/items/new?type=employer",
+    )
+    assert refused.status_code == 422
+    page = html.unescape(refused.get_data(as_text=True))
+    assert "Company number is not in the expected format" in page
+    assert "Enter 8 digits (for example 04828784) or two capital letters and 6 digits (for example SC123456)" in page
+    with app.extensions["tracker"].session() as session:
+        assert session.scalars(select(Item).where(Item.type_key == "employer")).all() == []
