@@ -747,6 +747,9 @@ from engine import cli_ops  # noqa: E402 - backup, restore, training
 cli_ops.register(cli)
 
 from engine import cli_types  # noqa: E402, F401 - adds export, import, publish, versions, rollback, migrate to 'types'
+from engine.cli_ilr import ilr  # noqa: E402 - tracker ilr export|validate
+
+cli.add_command(ilr)
 
 if __name__ == "__main__":
     cli(prog_name="tracker")

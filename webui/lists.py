@@ -24,6 +24,7 @@ from engine import permissions
 from engine.definitions.model import State, TrackerType
 from engine.errors import NotFound, Problem, ValidationFailed
 from engine.models import Item, User
+from engine.services.bulk import Origin
 from engine.services.exports import CsvExport, export_items, is_hidden
 from engine.services.items import ItemService
 from engine.tasklists import PROBLEMS_KEY, TaskListService
@@ -38,6 +39,9 @@ MAX_QUERY_LENGTH = 200
 MAX_PAGE = 1_000_000_000
 #: the engine's default order, newest first
 DEFAULT_SORT = "-id"
+#: extra buttons on a type's list page, ``{type key: [(label, endpoint, capability)]}``: a blueprint
+#: adds its own (webui/ilr.py: "Export ILR XML"); each link carries the list's filters
+LIST_ACTIONS: dict[str, list[tuple[str, str, str]]] = {}
 
 
 @bp.app_template_filter("field_label")
@@ -257,6 +261,11 @@ def _url_maker(endpoint: str, query: ListQuery, **fixed: Any) -> Callable[..., s
     return url
 
 
+def bulk_origin() -> Origin:
+    """Where this request's bulk download comes from, and the addresses allowed (``TRACKER_BULK_EXPORT_ALLOW``)."""
+    return Origin(request.remote_addr or "", runtime().settings.bulk_export_allow)
+
+
 def _csv_response(export: CsvExport) -> Response:
     """Stream the export. The request's session is closed at teardown, before the body is
     sent; the rows reopen it, so the body closes it again when done (or abandoned)."""
@@ -438,6 +447,11 @@ def type_items(key: str):
         sees_all=isinstance(permissions.visible_clause(actor, tracker_type), True_),
         may_create_type=permissions.allows(actor, tracker_type.create_capability, tracker_type),
         may_export=permissions.allows(actor, "exports.bulk", tracker_type),
+        actions=[
+            (label, url_for(endpoint, **query.args(page=None)))
+            for label, endpoint, capability in LIST_ACTIONS.get(key, ())
+            if permissions.allows(actor, capability, tracker_type)
+        ],
         export_url=url_for("lists.export_type", key=key, **query.args(page=None)),
     )
 
@@ -449,7 +463,9 @@ def export_type(key: str):
     workflow = runtime().registry.workflow_for(runtime().registry.type(key))
     query = read_query(workflow.states)
     service = runtime().items(db_session(), current_user.actor)
-    return _csv_response(export_items(service, key, sort=query.sort or None, **query.service_filters()))
+    return _csv_response(
+        export_items(service, key, sort=query.sort or None, origin=bulk_origin(), **query.service_filters())
+    )
 
 
 def _my_states(*, offered: bool = False) -> list[State]:
@@ -509,7 +525,7 @@ def export_my():
     query = read_query(_my_states(), with_assignee=False)
     service = runtime().items(db_session(), current_user.actor)
     filters = {**query.service_filters(), "assignee": "me"}
-    return _csv_response(export_items(service, None, sort=query.sort or None, **filters))
+    return _csv_response(export_items(service, None, sort=query.sort or None, origin=bulk_origin(), **filters))
 
 
 @dataclass

@@ -21,6 +21,8 @@ from typing import Any
 from engine import permissions
 from engine.definitions.model import TrackerType
 from engine.models import Item
+from engine.services import bulk
+from engine.services.bulk import COMMAND_LINE, Origin
 from engine.services.items import ItemService
 from engine.validation import choices, get_path, humanize_label, schema_at
 
@@ -170,6 +172,7 @@ def export_items(
     q: str | None = None,
     sort: str | None = None,
     batch_size: int = BATCH_SIZE,
+    origin: Origin = COMMAND_LINE,
 ) -> CsvExport:
     """Prepare a CSV export of the items ``service.list`` finds with these filters and sort,
     all pages of them, as the service's actor sees them.
@@ -179,9 +182,12 @@ def export_items(
     schema. Fields the actor may not see (finance fields without ``finance.view``) are left
     out, and blanked on any item where they are hidden.
 
+    ``origin`` says where the export is asked from: bulk downloads are allowed only from the
+    addresses of ``TRACKER_BULK_EXPORT_ALLOW``. Each export is recorded (:mod:`engine.services.bulk`).
+
     Raises:
         PermissionDenied: the actor lacks ``exports.bulk`` on the type, or (across types)
-            on any type with an item in the export.
+            on any type with an item in the export; or ``origin`` is not an allowed address.
         NotFound: ``type_key`` is not a type.
         ValidationFailed: an unknown sort or assignee, as ``ItemService.list`` says.
     """
@@ -201,8 +207,21 @@ def export_items(
         ]
         for t in types:
             permissions.require(actor, "exports.bulk", t)
+    bulk.require_allowed(service.session, actor, origin, "csv", type_key, {**filters, "sort": sort})
     # validates the sort and the assignee before anything is written
     _none, total = service.list(type_key, sort=sort, limit=0, **filters)
+    filename = export_filename(type_key, service.today())
+    bulk.record(
+        service.session,
+        actor,
+        origin,
+        "csv",
+        type_key,
+        filters={**filters, "sort": sort},
+        item_count=total,
+        filename=filename,
+    )
+    service.session.commit()
     columns = _columns(service, types, single=bool(type_key))
     log.info(
         "export: %s exported %d %s item(s) (status=%s, assignee=%s, q=%r, sort=%s)",
@@ -225,7 +244,7 @@ def export_items(
                 yield _row(service, item, columns)
             offset += len(found)
 
-    return CsvExport(export_filename(type_key, service.today()), columns, total, rows)
+    return CsvExport(filename, columns, total, rows)
 
 
 def _columns(service: ItemService, types: list[TrackerType], *, single: bool) -> list[Column]:

@@ -1,0 +1,1 @@
+"""The ILR (Individualised Learner Record): the XML file ESFA collects, made from ILR items."""

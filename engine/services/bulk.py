@@ -1,0 +1,100 @@
+"""Bulk downloads (CSV lists, ILR files): from which addresses they are allowed, and their audit.
+
+Every bulk download is checked against ``TRACKER_BULK_EXPORT_ALLOW`` (addresses or CIDR ranges;
+empty allows any address) and recorded as a :class:`~engine.models.BulkExport` row: who, from
+where, what and how many. A refused attempt is recorded too, then refused with
+:class:`~engine.errors.PermissionDenied` (403 on the web). The command line runs on the server
+itself, so it has no client address and is never refused, but it is recorded all the same.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network, ip_address
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from engine.errors import PermissionDenied
+from engine.models import BulkExport
+from engine.permissions import Actor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a bulk download is asked from: ``address`` is the client's IP address (None for
+    the command line) and ``allow`` the networks bulk downloads may come from (empty: any)."""
+
+    address: str | None = None
+    allow: tuple[IPv4Network | IPv6Network, ...] = ()
+
+    def allowed(self) -> bool:
+        if self.address is None or not self.allow:
+            return True
+        try:
+            address = ip_address(self.address.split("%")[0])
+        except ValueError:
+            return False
+        # an IPv4 client seen through an IPv6 socket (::ffff:10.0.0.5) is its IPv4 address
+        mapped = getattr(address, "ipv4_mapped", None)
+        return any(address in net or (mapped is not None and mapped in net) for net in self.allow)
+
+
+#: the command line: on the server itself, always allowed
+COMMAND_LINE = Origin()
+
+
+def check(origin: Origin) -> None:
+    """Raise PermissionDenied unless bulk downloads are allowed from ``origin``'s address (pages
+    that only offer a download use it; the download itself uses :func:`require_allowed`)."""
+    if not origin.allowed():
+        raise PermissionDenied(
+            f"Bulk downloads are not allowed from your address ({origin.address or 'unknown'}).",
+            "Download from the office network or the VPN; an administrator lists the addresses allowed "
+            "in TRACKER_BULK_EXPORT_ALLOW.",
+        )
+
+
+def require_allowed(
+    session: Session, actor: Actor, origin: Origin, kind: str, type_key: str | None, filters: dict | None = None
+) -> None:
+    """Raise PermissionDenied, after recording the refused attempt, unless bulk downloads are
+    allowed from ``origin``'s address."""
+    if origin.allowed():
+        return
+    log.warning("bulk download refused: %s asked for a %s export from %s", actor.username, kind, origin.address)
+    record(session, actor, origin, kind, type_key, filters=filters, outcome="refused")
+    session.commit()
+    check(origin)
+
+
+def record(
+    session: Session,
+    actor: Actor,
+    origin: Origin,
+    kind: str,
+    type_key: str | None,
+    *,
+    filters: dict | None = None,
+    item_count: int = 0,
+    filename: str = "",
+    outcome: str = "done",
+    detail: dict[str, Any] | None = None,
+) -> BulkExport:
+    """Add the audit row of one bulk download to ``session`` (the caller commits)."""
+    row = BulkExport(
+        user_id=actor.user_id,
+        address=origin.address or "",
+        kind=kind,
+        type_key=type_key,
+        filters={k: v for k, v in (filters or {}).items() if v not in (None, "", [], ())},
+        item_count=item_count,
+        filename=filename,
+        outcome=outcome,
+        detail=detail or {},
+    )
+    session.add(row)
+    return row

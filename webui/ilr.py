@@ -1,0 +1,189 @@
+"""ILR export pages: make the ILR XML file of the ILR records a list shows, see who was left out
+and why, and download the files made (``exports.bulk`` only, from allowed addresses only).
+
+The "Export ILR XML" button of the ILR list leads here with the list's filters. Files are kept
+in ``<instance>/exports/ilr/`` under the names ESFA expects, and downloaded from
+``/ilr/files/<name>``; every file made and every download is recorded (see
+:mod:`engine.services.bulk`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Blueprint, render_template, request, send_file, url_for
+from flask_login import current_user, login_required
+from flask_wtf import FlaskForm
+from sqlalchemy import select
+from wtforms import BooleanField, SelectField, StringField
+from wtforms.validators import DataRequired
+
+from engine import permissions
+from engine.errors import NotFound, Problem, TrackerError, ValidationFailed
+from engine.ilr import xml_export
+from engine.ilr.xml_builder import COLLECTIONS
+from engine.models import BulkExport
+from engine.services import bulk
+from webui import db_session, lists, runtime
+
+bp = Blueprint("ilr", __name__, url_prefix="/ilr")
+lists.LIST_ACTIONS.setdefault(xml_export.TYPE_KEY, []).append(("Export ILR XML", "ilr.export_form", "exports.bulk"))
+
+#: files listed as made recently on the export page
+RECENT = 10
+
+
+class ExportForm(FlaskForm):
+    ukprn = StringField(
+        "UKPRN",
+        validators=[DataRequired("Enter your UKPRN.")],
+        description="Your 8-digit UK provider reference number; it goes in the file name and the header.",
+        render_kw={"inputmode": "numeric", "autocomplete": "off", "maxlength": 8},
+    )
+    year = SelectField(
+        "Collection year",
+        choices=[(y, f"20{y[:2]} to 20{y[2:]} ({y})") for y in sorted(COLLECTIONS, reverse=True)],
+    )
+    strict = BooleanField("Write no file if any learner fails (instead of leaving them out)")
+
+
+def folder() -> Path:
+    """Where ILR files made on the web are kept."""
+    return runtime().settings.instance_path / "exports" / "ilr"
+
+
+def _ilr_type():
+    tracker_type = runtime().registry.type(xml_export.TYPE_KEY)
+    actor = current_user.actor
+    permissions.require(actor, "items.view", tracker_type)
+    permissions.require(actor, "exports.bulk", tracker_type)
+    return tracker_type
+
+
+def _filters(source) -> dict:
+    """The list's filters (``status`` repeatable, ``assignee``, ``q``) from the URL or the form.
+    Raises ValidationFailed for a state the ILR workflow does not have."""
+    workflow = runtime().registry.workflow_for(runtime().registry.type(xml_export.TYPE_KEY))
+    status = [s for s in source.getlist("status") if s]
+    unknown = [s for s in status if workflow.state(s) is None]
+    if unknown:
+        raise ValidationFailed(
+            [
+                Problem(
+                    "status",
+                    f"'{unknown[0]}' is not a state of ILR records",
+                    f"Use one of: {', '.join(s.key for s in workflow.states)}.",
+                )
+            ]
+        )
+    return {"status": status, "assignee": source.get("assignee", "").strip(), "q": source.get("q", "").strip()}
+
+
+def _form_page(form: ExportForm, filters: dict, errors: list[str] | None = None, status: int = 200):
+    service = runtime().items(db_session(), current_user.actor)
+    workflow = runtime().registry.workflow_for(runtime().registry.type(xml_export.TYPE_KEY))
+    states = filters["status"] or workflow.states_in(("open", "done"))
+    _found, count = service.list(
+        xml_export.TYPE_KEY, status=states, assignee=filters["assignee"] or None, q=filters["q"] or None, limit=0
+    )
+    labels = [workflow.state(s).label for s in filters["status"]]
+    return (
+        render_template(
+            "ilr/export.html",
+            form=form,
+            filters=filters,
+            state_labels=labels,
+            count=count,
+            errors=errors or [],
+            recent=_recent(),
+            list_url=url_for("lists.type_items", key=xml_export.TYPE_KEY, **_list_args(filters)),
+        ),
+        status,
+    )
+
+
+def _list_args(filters: dict) -> dict:
+    return {k: v for k, v in filters.items() if v}
+
+
+def _recent() -> list[dict]:
+    rows = db_session().scalars(
+        select(BulkExport)
+        .where(BulkExport.kind == "ilr_xml", BulkExport.outcome == "done")
+        .order_by(BulkExport.id.desc())
+        .limit(RECENT)
+    )
+    return [{"row": r, "available": (folder() / r.filename).is_file()} for r in rows]
+
+
+@bp.route("/export", methods=["GET"])
+@login_required
+def export_form():
+    """The export form for the ILR records the list's filters select."""
+    _ilr_type()
+    bulk.check(lists.bulk_origin())
+    form = ExportForm(ukprn=runtime().settings.ukprn or None)
+    return _form_page(form, _filters(request.args))
+
+
+@bp.route("/export", methods=["POST"])
+@login_required
+def export():
+    """Make the file; show what went in, who was left out and why, and the download link."""
+    _ilr_type()
+    filters = _filters(request.form)
+    form = ExportForm()
+    if not form.validate():
+        errors = [f"{form[name].label.text}: {' '.join(messages)}" for name, messages in form.errors.items()]
+        return _form_page(form, filters, errors, 422)
+    service = runtime().items(db_session(), current_user.actor)
+    try:
+        result = xml_export.export_ilr(
+            service,
+            ukprn=form.ukprn.data,
+            year=form.year.data,
+            out_dir=folder(),
+            status=filters["status"] or None,
+            assignee=filters["assignee"] or None,
+            q=filters["q"] or None,
+            strict=form.strict.data,
+            origin=lists.bulk_origin(),
+        )
+    except ValidationFailed as exc:
+        return _form_page(form, filters, [f"{p.message}. {p.advice}" for p in exc.problems], 422)
+    except TrackerError as exc:
+        if exc.status == 403:
+            raise
+        return _form_page(form, filters, [f"{exc.message} {exc.advice}".strip()], 422)
+    return (
+        render_template(
+            "ilr/result.html",
+            result=result,
+            field_id=_field_id,
+            list_url=url_for("lists.type_items", key=xml_export.TYPE_KEY, **_list_args(filters)),
+        ),
+        200 if result.written else 422,
+    )
+
+
+@bp.route("/files/<name>")
+@login_required
+def download(name: str):
+    """One ILR file made here, as an attachment (recorded as a bulk download)."""
+    _ilr_type()
+    path = folder() / name
+    if not xml_export.FILENAME.match(name) or not path.is_file():
+        raise NotFound(f"There is no ILR file '{name}'.", "Make the file on the ILR export page, then download it.")
+    session = db_session()
+    actor = current_user.actor
+    origin = lists.bulk_origin()
+    bulk.require_allowed(session, actor, origin, "ilr_download", xml_export.TYPE_KEY, {"file": name})
+    bulk.record(session, actor, origin, "ilr_download", xml_export.TYPE_KEY, filename=name)
+    session.commit()
+    return send_file(path, mimetype="application/xml", as_attachment=True, download_name=name)
+
+
+def _field_id(item_id: int, pointer: str) -> str:
+    """The item page's link to the field a problem is about (inputs are named after their pointer)."""
+    anchor = "data" + pointer.replace("/", "-") if pointer else ""
+    return url_for("items.item", item_id=item_id) + (f"#{anchor}" if anchor else "")
