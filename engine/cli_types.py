@@ -98,9 +98,7 @@ def types_versions(key: str) -> None:
         history = service.history(key)
         if not history:
             service._known(key)
-            click.echo(
-                f"'{key}' has no published versions in the database (a type from files is versioned by its files)."
-            )
+            click.echo(f"'{key}' has no versions in the database (a type from files is versioned by its files).")
             return
         current = rt.registry.types.get(key)
         rows = [("VERSION", "ACTION", "WHEN", "WHO", "NOTE")]
