@@ -750,6 +750,9 @@ from engine import cli_types  # noqa: E402, F401 - adds export, import, publish,
 from engine.cli_ilr import ilr  # noqa: E402 - tracker ilr export|validate
 
 cli.add_command(ilr)
+from engine.cli_import import import_command  # noqa: E402 - tracker import TYPE FILE
+
+cli.add_command(import_command)
 
 if __name__ == "__main__":
     cli(prog_name="tracker")

@@ -175,6 +175,20 @@ def _import_limit(name: str, text: str, default: str) -> int:
     return int(number) * factor
 
 
+def _import_limit(name: str, text: str, default: str) -> int:
+    """``TRACKER_IMPORT_MAX_BYTES`` / ``_ROWS``: a whole number, with K, M or G after it for
+    thousands (bytes: 1024s); empty means ``default``."""
+    text = (text.strip() or default).upper().removesuffix("B")
+    factor = {"K": 1024, "M": 1024**2, "G": 1024**3}.get(text[-1:], 1)
+    number = text[:-1] if factor > 1 else text
+    if not number.isdigit() or int(number) < 1:
+        raise TrackerError(
+            f"{name} is not a positive number: '{text}'.",
+            f"Set it to a whole number (K, M or G may follow, e.g. 50M), or leave it unset for {default}.",
+        )
+    return int(number) * factor
+
+
 def _byte_size(text: str) -> int:
     """``TRACKER_UPLOAD_MAX_BYTES``: bytes, or with a K, M or G suffix (``10M``); empty means 10 MB."""
     text = text.strip().upper().removesuffix("B")

@@ -17,6 +17,7 @@ CAPABILITIES = (
     "exports.bulk",
     "finance.view",
     "items.import",
+    "items.import",
     "documents.qa",
     "progress.edit",
 )
