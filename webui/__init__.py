@@ -32,7 +32,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.extensions["tracker"] = Runtime(settings)
     training.refuse_unsafe_start(app.extensions["tracker"])  # TRAINING never starts on LIVE's database
 
-    from webui import admin, api, auth, errors, ilr, inbox, item_pages, lists, plugin_admin
+    from webui import admin, api, auth, automations, errors, ilr, inbox, item_pages, lists, plugin_admin, queue
 
     auth.init_app(app)
     errors.init_app(app)
@@ -43,6 +43,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(inbox.bp)
     app.register_blueprint(ilr.bp)
+    app.register_blueprint(queue.bp)
+    app.register_blueprint(automations.bp)
     plugin_admin.init_app(app)  # after the built-in pages, so theirs win any clash
     app.add_url_rule("/", endpoint="index")
 

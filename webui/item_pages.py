@@ -699,6 +699,8 @@ def _history(page: _Item, events: list[Event]) -> list[_Entry]:
             )
         elif event.kind == "commented":
             entry = _Entry(event, who, f"commented: {payload.get('text', '')}")
+        elif event.kind == "automation_ran":
+            entry = _Entry(event, "Automation", payload.get("summary") or "ran")
         elif event.kind == "migrated":
             steps = "; ".join(payload.get("steps") or ()) or "no change to the data"
             text = f"migrated it from version {payload.get('from_version')} to version {payload.get('to_version')}"
