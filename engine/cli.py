@@ -475,7 +475,9 @@ def describe_event(event: Event) -> str:
         return "changed " + "; ".join(parts)
     if event.kind == "automation_ran":
         return p.get("summary") or "ran"
-    return event.kind
+    from engine import documents, progress  # documents and progress steps describe themselves
+
+    return documents.describe_event(event.kind, p) or progress.describe_event(event.kind, p) or event.kind
 
 
 def _short(value: Any) -> str:
@@ -747,12 +749,18 @@ from engine import cli_ops  # noqa: E402 - backup, restore, training
 cli_ops.register(cli)
 
 from engine import cli_types  # noqa: E402, F401 - adds export, import, publish, versions, rollback, migrate to 'types'
-from engine.cli_ilr import ilr  # noqa: E402 - tracker ilr export|validate
-
-cli.add_command(ilr)
 from engine.cli_import import import_command  # noqa: E402 - tracker import TYPE FILE
 
 cli.add_command(import_command)
+
+from engine.cli_ilr import ilr  # noqa: E402 - tracker ilr export|validate
+
+cli.add_command(ilr)
+from engine.cli_documents import documents  # noqa: E402 - tracker documents attach|list|qa|download|delete
+from engine.cli_progress import progress  # noqa: E402 - tracker progress show|tick|untick|structures|recompute
+
+cli.add_command(documents)
+cli.add_command(progress)
 
 if __name__ == "__main__":
     cli(prog_name="tracker")

@@ -26,7 +26,7 @@ from sqlalchemy import ColumnElement, exists, or_, select, true
 from sqlalchemy.orm import Session
 
 from engine.config import Settings
-from engine.definitions.model import TrackerType
+from engine.definitions.model import DocumentCategory, Registry, TrackerType
 from engine.errors import Problem, ValidationFailed
 from engine.models import Document, Item
 
@@ -354,3 +354,33 @@ def describe_event(kind: str, payload: dict) -> str | None:
     if kind == "document_deleted":
         return f"deleted {name} ({label})"
     return None
+
+
+def needed_categories(registry: Registry, tracker_type: TrackerType, status: str) -> list[str]:
+    """The document categories an item in ``status`` is waiting for: those a step out of that
+    state requires, and those a ``documents_missing`` task list of its type checks while the item
+    is in one of the list's states."""
+    workflow = registry.workflow_for(tracker_type)
+    needed: list[str] = []
+    for transition in workflow.transitions_from(status):
+        needed += transition.requires_documents
+    for tasklist in tracker_type.tasklists:
+        states = {*tasklist.statuses, *workflow.states_in(tasklist.status_categories)}
+        if tasklist.documents_missing and (not states or status in states):
+            needed += tasklist.documents_missing
+    return list(dict.fromkeys(needed))
+
+
+def awaiting_documents(session: Session, registry: Registry, items: list[Item]) -> list[tuple[Item, list[str]]]:
+    """Those of ``items`` still waiting for documents, each with the labels of the missing
+    categories (no accepted current document), in the order given."""
+    out = []
+    for item in items:
+        tracker_type = registry.types.get(item.type_key)
+        if tracker_type is None or not tracker_type.documents:
+            continue
+        lacking = missing_categories(session, item.id, needed_categories(registry, tracker_type, item.status))
+        if lacking:
+            labels = [(tracker_type.document_category(c) or DocumentCategory(c, c)).label for c in lacking]
+            out.append((item, labels))
+    return out

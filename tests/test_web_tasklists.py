@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from pathlib import Path
@@ -10,9 +11,11 @@ import pytest
 
 from engine import indexes
 from engine.config import Settings
+from engine.documents import DocumentStore
 from engine.models import Item
 from engine.permissions import Actor
 from engine.services import ItemService
+from engine.services.documents import DocumentService
 from engine.tasklists import PROBLEMS_KEY, TaskListService
 from tests.conftest import LEARNER, TEST_DEFINITIONS
 from webui import create_app
@@ -61,9 +64,15 @@ def data(app):
         incomplete = {**example("compliance"), "signup_paperwork_complete": False}
         ids = [system.create("compliance", incomplete, subject_id=learner).id for _ in range(3)]
         ids += [system.create("compliance", incomplete, subject_id=learner, assignee="asa").id for _ in range(2)]
-        system.create("compliance", example("compliance"), subject_id=learner)
+        complete = system.create("compliance", example("compliance"), subject_id=learner).id
         no_evidence = {**example("compliance"), "prior_attainment_evidence": False}  # a warning rule fails
         warned = system.create("compliance", no_evidence, subject_id=learner).id
+        # the complete ones have their sign-up form and photo ID accepted by quality assurance
+        documents = DocumentService(session, Actor.system(), rt.registry, DocumentStore.from_settings(rt.settings))
+        for item_id in (complete, warned):
+            for category in ("signup_form", "id_evidence"):
+                document = documents.upload(item_id, category, f"{category}.pdf", io.BytesIO(b"%PDF-1.4 scan"))
+                documents.accept(document.id)
         late = {**example("apprenticeship"), "planned_end_date": "2026-10-01"}
         overdue = [system.create("apprenticeship", late, subject_id=learner, assignee=who).id for who in ("asa", None)]
         session.commit()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from importlib import import_module
 from typing import Any
 
 from flask import Flask, g
@@ -18,6 +19,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     config = dict(config or {})
     settings = config.pop("TRACKER_SETTINGS", None) or Settings.from_env()
+    plugins = config.pop("TRACKER_PLUGINS", None)  # a ready engine.plugins.PluginHost (tests, embedding)
     app.config.from_mapping(
         SECRET_KEY=settings.secret_key,
         SESSION_COOKIE_HTTPONLY=True,
@@ -29,7 +31,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         ITEMS_PER_PAGE=25,
     )
     app.config.update(config)
-    app.extensions["tracker"] = Runtime(settings)
+    app.extensions["tracker"] = Runtime(settings, plugins=plugins)
     training.refuse_unsafe_start(app.extensions["tracker"])  # TRAINING never starts on LIVE's database
 
     from webui import admin, api, auth, automations, errors, ilr, inbox, item_pages, lists, plugin_admin, queue
@@ -45,6 +47,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(ilr.bp)
     app.register_blueprint(queue.bp)
     app.register_blueprint(automations.bp)
+    app.register_blueprint(import_module("webui.documents").bp)
+    app.register_blueprint(import_module("webui.imports").bp)
+    app.register_blueprint(import_module("webui.type_admin").bp)
     plugin_admin.init_app(app)  # after the built-in pages, so theirs win any clash
     app.add_url_rule("/", endpoint="index")
 

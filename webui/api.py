@@ -89,6 +89,10 @@ class Operation:
     params: tuple[Param, ...] = ()
     body: tuple[str, dict] | None = None  # (schema name, JSON Schema)
     auth: bool = True
+    #: a multipart/form-data body (file uploads): (schema name, JSON Schema); the view reads it
+    form: tuple[str, dict] | None = None
+    #: media types of a success answer that is a file rather than JSON
+    ok_media: tuple[str, ...] = ()
     query_validator: Draft202012Validator = field(init=False, repr=False)
     path_validator: Draft202012Validator = field(init=False, repr=False)
     body_validator: Draft202012Validator | None = field(init=False, repr=False, default=None)
@@ -110,6 +114,8 @@ class Operation:
 
 #: Every operation, in declaration order; :mod:`webui.openapi` documents exactly these.
 OPERATIONS: list[Operation] = []
+#: response schemas of routes declared in other modules (``{name: JSON Schema}``), documented with the rest
+SCHEMAS: dict[str, dict] = {}
 
 
 def operation(
@@ -123,6 +129,8 @@ def operation(
     body: tuple[str, dict] | None = None,
     auth: bool = True,
     tag: str = "items",
+    form: tuple[str, dict] | None = None,
+    ok_media: tuple[str, ...] = (),
 ) -> Callable:
     """Register a view as an API operation.
 
@@ -138,7 +146,7 @@ def operation(
     # what every operation of its kind can answer: 401 without a token, 422 for a bad query,
     # 404 for a path naming nothing, 400/413/415 for a body that is not JSON, too big, or not sent as JSON
     implied = {422} | ({401} if auth else set()) | ({404} if any(p.where == "path" for p in params) else set())
-    implied |= {400, 413, 415, 422} if body is not None else set()
+    implied |= {400, 413, 415, 422} if body is not None or form is not None else set()
 
     def register(view: Callable) -> Callable:
         op = Operation(
@@ -153,6 +161,8 @@ def operation(
             params=params,
             body=body,
             auth=auth,
+            form=form,
+            ok_media=ok_media,
         )
         OPERATIONS.append(op)
 
@@ -163,6 +173,8 @@ def operation(
             kwargs = {**_path(op, path_values), **_query(op)}
             if op.body is not None:
                 kwargs["body"] = _body(op)
+            if op.form is not None and request.mimetype != "multipart/form-data":
+                raise ApiError(415, "The request body must be multipart/form-data.", "Send the file as a form upload.")
             return view(**kwargs)
 
         bp.add_url_rule(op.flask_rule, endpoint=op.operation_id, view_func=endpoint, methods=[method])
@@ -474,6 +486,7 @@ def item_json(service: ItemService, item: Item, *, detail: bool = False) -> dict
         "created_at": _timestamp(item.created_at),
         "updated_at": _timestamp(item.updated_at),
         "url": absolute_item_url(item.id),
+        "progress": item.progress,
     }
     if detail:
         out["transitions"] = [
@@ -824,3 +837,7 @@ def tasklist_items(type, key, page, per_page):
     lists = TaskListService(db_session(), actor(), runtime().registry)
     found, total = lists.items(type, key, limit=per_page, offset=(page - 1) * per_page)
     return {"items": [item_json(service, i) for i in found], "total": total, "page": page, "per_page": per_page}
+
+
+# the documents and progress routes are declared in their own module, on this blueprint
+from webui import api_documents  # noqa: E402, F401

@@ -17,7 +17,7 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import select
 
-from engine import permissions
+from engine import documents, permissions, progress
 from engine.definitions.model import TrackerType, Transition
 from engine.errors import Conflict, NotFound, PermissionDenied, Problem, TrackerError, ValidationFailed
 from engine.models import Event, Item, User
@@ -705,6 +705,9 @@ def _history(page: _Item, events: list[Event]) -> list[_Entry]:
             steps = "; ".join(payload.get("steps") or ()) or "no change to the data"
             text = f"migrated it from version {payload.get('from_version')} to version {payload.get('to_version')}"
             entry = _Entry(event, who, f"{text} of its type ({steps})")
+        elif event.kind.startswith(("document_", "progress_")):
+            text = documents.describe_event(event.kind, payload) or progress.describe_event(event.kind, payload)
+            entry = _Entry(event, who, text or event.kind.replace("_", " "))
         else:
             entry = _Entry(event, who, event.kind.replace("_", " "))
         out.append(entry)

@@ -22,6 +22,7 @@ from sqlalchemy.sql.elements import True_
 
 from engine import permissions
 from engine.definitions.model import State, TrackerType
+from engine.documents import awaiting_documents
 from engine.errors import NotFound, Problem, ValidationFailed
 from engine.models import Item, User
 from engine.services.bulk import Origin
@@ -268,7 +269,11 @@ def bulk_origin() -> Origin:
 
 def _csv_response(export: CsvExport) -> Response:
     """Stream the export. The request's session is closed at teardown, before the body is
-    sent; the rows reopen it, so the body closes it again when done (or abandoned)."""
+    sent; the rows reopen it, so the body closes it again when done (or abandoned).
+    ``?format=<key>`` picks a plugin's export format instead of CSV."""
+    from webui.plugin_admin import in_requested_format
+
+    export = in_requested_format(export)
     session = db_session()
 
     def body() -> Iterator[str]:
@@ -279,7 +284,7 @@ def _csv_response(export: CsvExport) -> Response:
 
     return Response(
         body(),
-        mimetype="text/csv",
+        mimetype=export.fmt.media_type,
         headers={"Content-Disposition": f'attachment; filename="{export.filename}"'},
     )
 
@@ -432,6 +437,8 @@ def type_items(key: str):
     ]
     if tracker_type.due_date:
         columns.append(ListColumn("due_date", "Due", "due_date"))
+    if tracker_type.progress is not None:
+        columns.append(ListColumn("progress", "Progress", "progress"))
     url = _url_maker("lists.type_items", query, key=key)
     return render_template(
         "type_items.html",
@@ -565,14 +572,8 @@ def search():
     return render_template("search.html", q=q, matches=matches, limit=limit)
 
 
-#: words in a task list's key or label, or a status key, that mean the item waits for documents
-DOCUMENT_WORDS = ("paperwork", "document", "evidence")
 #: most open items read for one learner's page
 MAX_LEARNER_ITEMS = 500
-
-
-def _about_documents(*texts: str) -> bool:
-    return any(word in text.lower() for text in texts for word in DOCUMENT_WORDS)
 
 
 @bp.route("/learners/<int:learner_id>")
@@ -599,16 +600,13 @@ def learner(learner_id: int):
         matching = list(session.scalars(stmt.order_by(Item.id).limit(MAX_LEARNER_ITEMS)))
         if matching:
             in_lists.append({"type": tracker_type, "tasklist": tasklist, "items": matching})
-    documents: dict[int, Item] = {}
-    for entry in in_lists:
-        if _about_documents(entry["tasklist"].key, entry["tasklist"].label):
-            documents.update({i.id: i for i in entry["items"]})
-    documents.update({i.id: i for i in open_items if _about_documents(i.status)})
+    # waiting for documents: a step out of its state, or a documents_missing list, needs some not yet accepted
+    documents = awaiting_documents(session, registry, open_items)
     return render_template(
         "learner.html",
         person=person,
         open_items=[make_row(service, item) for item in open_items],
         problems=problems,
         in_lists=in_lists,
-        documents=sorted(documents.values(), key=lambda i: i.id),
+        documents=documents,
     )

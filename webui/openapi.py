@@ -106,6 +106,9 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
             "created_at": DATE_TIME,
             "updated_at": DATE_TIME,
             "url": {"type": "string", "format": "uri", "description": "The item's page in the web UI."},
+            "progress": _nullable(
+                {"type": "number", "description": "Percent complete of its qualification (types that track progress)."}
+            ),
             "transitions": {
                 "type": "array",
                 "description": "Transitions the caller could take now (single-item answers only).",
@@ -248,7 +251,12 @@ def _parameter(param: api.Param) -> dict:
 
 def _operation(op: api.Operation) -> dict:
     status, description, schema_name = op.ok
-    ok: dict[str, Any] = {"description": description, "content": _json_content(_ref(schema_name))}
+    content = (
+        {media: {"schema": {"type": "string", "contentMediaType": media}} for media in op.ok_media}
+        if op.ok_media
+        else _json_content(_ref(schema_name))
+    )
+    ok: dict[str, Any] = {"description": description, "content": content}
     if status == 201:
         ok["headers"] = {"Location": {"required": True, "schema": {"type": "string"}, "description": "The new item."}}
     out: dict[str, Any] = {
@@ -262,6 +270,8 @@ def _operation(op: api.Operation) -> dict:
         out["parameters"] = [_parameter(p) for p in op.params]
     if op.body is not None:
         out["requestBody"] = {"required": True, "content": _json_content(_ref(op.body[0]))}
+    if op.form is not None:
+        out["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": _ref(op.form[0])}}}
     if not op.auth:
         out["security"] = []
     return out
@@ -272,10 +282,12 @@ def document(base_url: str) -> dict:
     paths: dict[str, dict] = {}
     for op in api.OPERATIONS:
         paths.setdefault(api.bp.url_prefix + op.path, {})[op.method.lower()] = _operation(op)
-    schemas = dict(RESPONSE_SCHEMAS)
+    schemas = {**RESPONSE_SCHEMAS, **api.SCHEMAS}
     for op in api.OPERATIONS:
         if op.body is not None:
             schemas[op.body[0]] = op.body[1]
+        if op.form is not None:
+            schemas[op.form[0]] = op.form[1]
     return {
         "openapi": "3.1.0",
         "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
@@ -292,6 +304,8 @@ def document(base_url: str) -> dict:
             {"name": "items", "description": "Create, read, change and move items."},
             {"name": "types", "description": "Tracker types and their workflows."},
             {"name": "tasklists", "description": "Task lists with counts."},
+            {"name": "documents", "description": "Files attached to items and their quality checks."},
+            {"name": "progress", "description": "Progress through a qualification's criteria."},
             {"name": "meta", "description": "This document."},
         ],
         "paths": paths,

@@ -361,3 +361,54 @@ class ProgressService:
                 ticked_at=utcnow(),
             )
         )
+
+
+def progress_record(view: ProgressView) -> dict:
+    """The progress tree as plain data: what the API answers and ``tracker progress show --json`` prints."""
+    tree = view.tree
+    out = {
+        "item": view.item.id,
+        "percent": round(tree.percent, 1) if tree else None,
+        "ticked": tree.ticked if tree else 0,
+        "total": tree.total if tree else 0,
+        "may_edit": view.may_edit,
+        "reason": view.reason,
+        "qualification": None,
+        "units": [],
+    }
+    if tree is None:
+        return out
+    q = tree.qualification
+    out["qualification"] = {"key": q.key, "title": q.title, "qan": q.qan, "reference": q.reference, "level": q.level}
+    out["units"] = [
+        {
+            "ref": u.unit.ref,
+            "title": u.unit.title,
+            "weight": u.unit.weight,
+            "percent": round(u.percent, 1),
+            "elements": [
+                {
+                    "ref": e.element.ref,
+                    "title": e.element.title,
+                    "weight": e.element.weight,
+                    "percent": round(e.percent, 1),
+                    "criteria": [
+                        {
+                            "path": c.path,
+                            "ref": c.criterion.ref,
+                            "text": c.criterion.text,
+                            "weight": c.criterion.weight,
+                            "met": c.done,
+                            "evidence": c.tick.evidence if c.tick else None,
+                            "date": c.tick.on_date.isoformat() if c.tick else None,
+                            "ticked_by": c.tick.ticked_by.username if c.tick and c.tick.ticked_by else None,
+                        }
+                        for c in e.criteria
+                    ],
+                }
+                for e in u.elements
+            ],
+        }
+        for u in tree.units
+    ]
+    return out
