@@ -15,7 +15,7 @@ from flask import Blueprint, render_template, request, send_file, url_for
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from sqlalchemy import select
-from wtforms import BooleanField, SelectField, StringField
+from wtforms import BooleanField, SelectChoice, SelectField, StringField
 from wtforms.validators import DataRequired
 
 from engine import permissions
@@ -42,7 +42,7 @@ class ExportForm(FlaskForm):
     )
     year = SelectField(
         "Collection year",
-        choices=[(y, f"20{y[:2]} to 20{y[2:]} ({y})") for y in sorted(COLLECTIONS, reverse=True)],
+        choices=[SelectChoice(y, f"20{y[:2]} to 20{y[2:]} ({y})") for y in sorted(COLLECTIONS, reverse=True)],
     )
     strict = BooleanField("Write no file if any learner fails (instead of leaving them out)")
 
