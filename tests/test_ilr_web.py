@@ -114,7 +114,7 @@ def test_export_makes_the_file_and_lists_who_was_left_out(setup):
     assert "1 learner left out of the file" in page
     item = app.ids["LR0003"]
     assert f'<a href="/items/{item}">LR0003</a>' in page
-    assert f'<a href="/items/{item}#data-email"><code>/email</code></a>' in page
+    assert f'<a href="/items/{item}#data-email">Email</a> <code class="muted">/email</code>' in page
     assert "Email is refused by ESFA&#39;s schema: has characters the ILR does not allow" in page
     assert "Correct Email on the learner&#39;s ILR record, then export again." in page
 
@@ -244,6 +244,6 @@ def test_export_result_links_each_problem_to_its_field(setup):
         session.commit()
     page = post_export(client_for(app, "fran")).get_data(as_text=True)
     anchor = f"/items/{app.ids['LR0002']}#data-learning_deliveries-1-learn_act_end_date"
-    assert f'<a href="{anchor}"><code>/learning_deliveries/1/learn_act_end_date</code></a>' in page
+    assert f'<a href="{anchor}">Learning deliveries 2 › Actual end date</a>' in page
     assert "LearnActEndDate_01: the actual end date must not be before the learning start date" in page
     assert "2 learners left out of the file" in page

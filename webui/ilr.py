@@ -24,6 +24,7 @@ from engine.ilr import xml_export
 from engine.ilr.xml_builder import COLLECTIONS
 from engine.models import BulkExport
 from engine.services import bulk
+from engine.validation import schema_at
 from webui import db_session, lists, runtime
 
 bp = Blueprint("ilr", __name__, url_prefix="/ilr")
@@ -160,6 +161,7 @@ def export():
             "ilr/result.html",
             result=result,
             field_id=_field_id,
+            field_label=_field_label,
             list_url=url_for("lists.type_items", key=xml_export.TYPE_KEY, **_list_args(filters)),
         ),
         200 if result.written else 422,
@@ -187,3 +189,16 @@ def _field_id(item_id: int, pointer: str) -> str:
     """The item page's link to the field a problem is about (inputs are named after their pointer)."""
     anchor = "data" + pointer.replace("/", "-") if pointer else ""
     return url_for("items.item", item_id=item_id) + (f"#{anchor}" if anchor else "")
+
+
+def _field_label(pointer: str) -> str:
+    """A problem's field in words: ``/learning_deliveries/0/ach_date`` -> "Learning deliveries 1 › Achievement date"."""
+    schema = runtime().registry.type(xml_export.TYPE_KEY).schema
+    words, dotted = [], []
+    for part in pointer.strip("/").split("/") if pointer else ():
+        if part.isdigit():
+            words[-1] += f" {int(part) + 1}"
+            continue
+        dotted.append(part)
+        words.append((schema_at(schema, ".".join(dotted)) or {}).get("title") or part)
+    return " › ".join(words) or "The whole record"
