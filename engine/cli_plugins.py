@@ -8,7 +8,6 @@ import os
 
 import click
 
-from engine.cli import _runtime, _table
 from engine.config import Settings
 
 log = logging.getLogger(__name__)
@@ -23,6 +22,8 @@ def plugins_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
 def plugins_list(as_json: bool) -> None:
     """Every plugin found (entry-point group 'tracker.plugins'): version, status and hooks."""
+    from engine.cli import _runtime, _table
+
     infos = _runtime().plugins.info()
     if as_json:
         click.echo(json.dumps([info.__dict__ for info in infos], indent=2))
@@ -47,6 +48,7 @@ def plugins_list(as_json: bool) -> None:
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000), help="How many to show.")
 def plugins_errors(limit: int) -> None:
     """The latest errors plugins raised (in any process), newest first."""
+    from engine.cli import _runtime
     from engine.plugins import stored_errors
 
     with _runtime().session() as session:

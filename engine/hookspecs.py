@@ -92,27 +92,31 @@ def tracker_item_created(item, payload, session, registry, settings):
 @hookspec
 def tracker_item_updated(item, payload, session, registry, settings):
     """Called by the outbox relay after an item's data was changed; ``payload["paths"]``
-    lists the JSON pointers of the fields that changed. Otherwise as ``tracker_item_created``."""
+    lists the JSON pointers of the fields that changed. The return value is ignored; raising
+    retries this plugin's part through the outbox. Otherwise as ``tracker_item_created``."""
 
 
 @hookspec
 def tracker_item_transitioned(item, payload, session, registry, settings):
     """Called by the outbox relay after an item moved to another state; ``payload["from"]``
-    and ``payload["to"]`` are the state keys. Otherwise as ``tracker_item_created``."""
+    and ``payload["to"]`` are the state keys. The return value is ignored; raising retries this
+    plugin's part through the outbox. Otherwise as ``tracker_item_created``."""
 
 
 @hookspec
 def tracker_item_assigned(item, payload, session, registry, settings):
     """Called by the outbox relay after an item's assignee changed; ``payload["to"]`` is the
-    new assignee's user name (None: unassigned), ``payload["from"]`` the previous one's.
-    Otherwise as ``tracker_item_created``."""
+    new assignee's user name (None: unassigned), ``payload["from"]`` the previous one's. The
+    return value is ignored; raising retries this plugin's part through the outbox. Otherwise
+    as ``tracker_item_created``."""
 
 
 @hookspec
 def tracker_item_event(event, item, payload, session, registry, settings):
     """Called by the outbox relay for every item event (``event`` is ``created``,
     ``updated``, ``transitioned`` or ``assigned``), after the specific hook above; for
-    plugins that treat every event alike (webhooks). Otherwise as ``tracker_item_created``."""
+    plugins that treat every event alike (webhooks). The return value is ignored; raising
+    retries this plugin's part through the outbox. Otherwise as ``tracker_item_created``."""
 
 
 # -- import and export ---------------------------------------------------------------------------

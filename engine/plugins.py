@@ -59,6 +59,8 @@ LIFECYCLE_HOOKS = {
 }
 #: how long an error keeps ``/health``'s plugin check red
 RECENT = timedelta(hours=24)
+#: the same error (plugin, hook, message) is stored once per this window; it is logged every time
+REPEAT_WINDOW = timedelta(minutes=10)
 
 hookimpl = hookspecs.hookimpl
 
@@ -266,16 +268,24 @@ class ErrorLog:
     def __init__(self, sink: Callable[[ErrorRecord], None] | None = None) -> None:
         self.sink = sink
         self.recent: deque[ErrorRecord] = deque(maxlen=200)
+        self._last: dict[tuple[str, str, str], datetime] = {}
         self._queue: queue.Queue[ErrorRecord] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
     def record(self, plugin: str, hook: str, exc: BaseException) -> ErrorRecord:
+        """Log the error and store it, unless the same plugin, hook and message were stored
+        within :data:`REPEAT_WINDOW` (a menu-link hook failing on every page is one error)."""
         message = f"{type(exc).__name__}: {exc}"[:2000]
         detail = "".join(traceback.format_exception(exc))[-8000:]
         entry = ErrorRecord(utcnow(), plugin, hook, message, detail)
-        self.recent.append(entry)
         log.error("plugin '%s' failed in %s and was skipped: %s", plugin, hook, message)
+        key = (plugin, hook, message)
+        last = self._last.get(key)
+        if last is not None and entry.at - last < REPEAT_WINDOW:
+            return entry
+        self._last[key] = entry.at
+        self.recent.append(entry)
         if self.sink is not None:
             self._queue.put(entry)
             self._start()
@@ -403,7 +413,17 @@ class PluginHost:
     def _register(self, name: str, plugin: Any, info: PluginInfo) -> None:
         try:
             self.pm.register(plugin, name=name)
-        except Exception as exc:  # noqa: BLE001 - e.g. a hook with an unknown argument name
+            unknown = [
+                attr
+                for attr in dir(plugin)
+                if attr.startswith("tracker_")
+                and not hasattr(hookspecs, attr)
+                and self.pm.parse_hookimpl_opts(plugin, attr) is not None
+            ]
+            if unknown:
+                self.pm.unregister(plugin)
+                raise ValueError(f"{', '.join(unknown)} is not a Tracker hook (see docs/plugins.md for their names)")
+        except Exception as exc:  # noqa: BLE001 - e.g. a misspelt hook or an unknown argument name
             info.status, info.error = "failed", f"could not be registered: {exc}"
             self.errors.record(name, "register", exc)
             return
@@ -422,7 +442,7 @@ class PluginHost:
         return [i.name for i in self.info() if i.status == "loaded"]
 
     def implementers(self, hook: str) -> list[str]:
-        return [impl.plugin_name for impl in reversed(getattr(self.pm.hook, hook).get_hookimpls())]
+        return [impl.plugin_name for impl in getattr(self.pm.hook, hook).get_hookimpls()]
 
     # -- calling ---------------------------------------------------------------------------------
 
@@ -431,7 +451,7 @@ class PluginHost:
         arguments it names; returns ``(plugin, result)`` for those that did not raise. Those
         that raised are recorded and left out."""
         out = []
-        for impl in reversed(getattr(self.pm.hook, hook).get_hookimpls()):
+        for impl in getattr(self.pm.hook, hook).get_hookimpls():
             if only is not None and impl.plugin_name != only:
                 continue
             try:
@@ -444,7 +464,7 @@ class PluginHost:
 
     def call_strict(self, hook: str, /, only: str, **kwargs: Any) -> None:
         """Call plugin ``only``'s implementation of ``hook``; an exception is recorded and raised."""
-        for impl in reversed(getattr(self.pm.hook, hook).get_hookimpls()):
+        for impl in getattr(self.pm.hook, hook).get_hookimpls():
             if impl.plugin_name != only:
                 continue
             try:
@@ -688,8 +708,8 @@ def _guarded_validator(host: PluginHost, plugin: str, name: str, check: Callable
         except Exception as exc:
             host.errors.record(plugin, f"validator {name}", exc)
             raise Invalid(
-                f"could not be checked (the '{name}' check failed)",
-                "Try again later; if it keeps happening, tell an administrator (see Admin > Plugins).",
+                "could not be checked",
+                f"The '{name}' check failed: try again later, or ask an administrator to look at Admin > Plugins.",
             ) from exc
 
     guarded.plugin = plugin  # type: ignore[attr-defined]

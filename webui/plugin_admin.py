@@ -13,8 +13,9 @@ from flask import Blueprint, Flask, current_app, flash, redirect, render_templat
 from flask_login import current_user, login_required
 
 from engine import permissions
-from engine.errors import PermissionDenied
+from engine.errors import NotFound, PermissionDenied
 from engine.plugins import Invalid, LookupUnavailable, clear_errors, stored_errors
+from engine.services.exports import CsvExport, export_formats
 from webui import db_session, runtime
 
 bp = Blueprint("plugins", __name__)
@@ -29,6 +30,7 @@ def init_app(app: Flask) -> None:
 
     app.register_blueprint(bp)
     app.jinja_env.globals["field_input"] = field_input
+    app.jinja_env.globals["plugin_export_formats"] = lambda: runtime().plugins.export_formats()
     host = app.extensions["tracker"].plugins
     for plugin, blueprint in host.blueprints():
         try:
@@ -107,10 +109,21 @@ def clear():
 @bp.app_context_processor
 def admin_link() -> dict:
     return {
-        "can_see_plugins": bool(
-            current_user.is_authenticated and permissions.allows(current_user.actor, "users.admin")
-        )
+        "can_see_plugins": bool(current_user.is_authenticated and permissions.allows(current_user.actor, "users.admin"))
     }
+
+
+# -- export formats --------------------------------------------------------------------------------
+
+
+def in_requested_format(export: CsvExport) -> CsvExport:
+    """``export`` in the format ``?format=`` names (CSV when none). Raises NotFound naming the
+    formats there are for an unknown one."""
+    key = request.args.get("format", "").strip() or "csv"
+    formats = export_formats(runtime().plugins.export_formats())
+    if key not in formats:
+        raise NotFound(f"There is no export format '{key}'.", f"Use one of: {', '.join(formats)}.")
+    return export.in_format(formats[key])
 
 
 # -- lookups ---------------------------------------------------------------------------------------
@@ -146,4 +159,3 @@ def lookup(name: str):
             "message": "The lookup failed.",
             "advice": "Type the details in; you can still save. The error is recorded for the administrators.",
         }, 502
-

@@ -24,7 +24,11 @@ def check_plugin_references(registry: Registry, validators: set[str] | frozenset
 
     known = ", ".join(sorted(validators)) or "none (no enabled plugin gives one)"
     broken: set[str] = set()
+    seen: set[tuple[str, int]] = set()
     for tracker_type in [*registry.types.values(), *registry.versions.values()]:
+        if (tracker_type.key, tracker_type.version) in seen:
+            continue
+        seen.add((tracker_type.key, tracker_type.version))
         found = list(_problems(tracker_type.schema, validators, known))
         if not found:
             continue
