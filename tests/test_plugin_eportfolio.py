@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from engine.config import Settings
 from engine.errors import NotFound, ValidationFailed
-from engine.models import Event, Item, Outbox
+from engine.models import Event, Item, Outbox, PluginState, utcnow
+from engine.permissions import Actor
 from engine.plugins import PluginHost
+from engine.runtime import Runtime
 from plugins import eportfolio
 from plugins.eportfolio import (
     EportfolioConfig,
@@ -22,7 +25,12 @@ from plugins.eportfolio import (
     sign,
     verify,
 )
+from tests import webhelpers
+from tests.conftest import LEARNER, TEST_DEFINITIONS
 from tests.fake_apis import EPORTFOLIO_SECRET, FakeEportfolio, running
+from tests.webhelpers import cheap_hashing  # noqa: F401 - an autouse fixture
+
+new_app = webhelpers.new_app
 
 NOW = 1_750_000_000  # a fixed "now" for signatures, in seconds since 1970
 
@@ -246,3 +254,200 @@ def test_item_events_become_signed_webhooks(tmp_path, db_url, session, registry,
     assert updated["paths"] == ["/otj_hours_logged"] and updated["item"]["data"]["otj_hours_logged"] == 12
     # finance fields never leave
     assert "total_negotiated_price" not in json.dumps(sent)
+
+
+# -- out: end to end through the runtime's outbox relay, with retries (both databases) ------------
+
+
+@pytest.fixture
+def rt(tmp_path, db_url, receiver):
+    """A runtime with every installed plugin (the e-portfolio one pointed at the fake receiver)
+    and no Redis: each commit's outbox rows are delivered right after it, in this process."""
+    env = {
+        "TRACKER_PLUGIN_EPORTFOLIO_URL": receiver.url + "/hooks/tracker",
+        "TRACKER_PLUGIN_EPORTFOLIO_SECRET": EPORTFOLIO_SECRET,
+        "TRACKER_PLUGIN_EPORTFOLIO_TIMEOUT": "0.5",
+    }
+    runtime = Runtime(
+        Settings(
+            instance_path=tmp_path,
+            database_url=db_url,
+            definitions_path=[TEST_DEFINITIONS],
+            secret_key="x",
+            plugin_env=env,
+        )
+    )
+    yield runtime
+    runtime.engine.dispose()
+
+
+def plugin_rows(session) -> list[Outbox]:
+    session.expire_all()
+    return list(
+        session.scalars(
+            select(Outbox)
+            .where(Outbox.kind == "plugin_event", Outbox.payload["plugin"].as_string() == "eportfolio")
+            .order_by(Outbox.id)
+        )
+    )
+
+
+def test_a_failed_webhook_is_retried_by_the_outbox_and_then_delivered_once(rt, receiver):
+    receiver.fail_next = 1
+    with rt.session() as session:
+        learner = rt.items(session, Actor.system()).create("learner", dict(LEARNER))
+        item = rt.items(session, Actor.system()).create("apprenticeship", dict(APPRENTICESHIP), subject_id=learner.id)
+        [row] = [r for r in plugin_rows(session) if r.item_id == item.id]
+        assert (row.status, row.attempts) == ("pending", 1)
+        assert "the e-portfolio did not take the webhook" in row.last_error and "503" in row.last_error
+        assert receiver.received() == []
+        # the retry is due 10 seconds later; a relay run then delivers it
+        later = rt.relay(clock=lambda: utcnow() + timedelta(seconds=15)).run_until_empty()
+        assert later.done >= 1
+        [row] = [r for r in plugin_rows(session) if r.item_id == item.id]
+        assert row.status == "done"
+    assert [(b["event"], b["item"]["id"]) for b in receiver.received()] == [("item.created", item.id)]
+    assert len({r.headers["x-tracker-delivery"] for r in receiver.requests}) == 1  # the same id on each attempt
+
+
+def test_a_webhook_that_keeps_failing_is_dead_lettered_for_an_admin(rt, receiver):
+    receiver.outage = 503
+    with rt.session() as session:
+        learner = rt.items(session, Actor.system()).create("learner", dict(LEARNER))
+        item = rt.items(session, Actor.system()).create("apprenticeship", dict(APPRENTICESHIP), subject_id=learner.id)
+        for minutes in (1, 3, 10):
+            rt.relay(clock=lambda m=minutes: utcnow() + timedelta(minutes=m)).run_until_empty()
+        [row] = [r for r in plugin_rows(session) if r.item_id == item.id]
+        assert (row.status, row.attempts) == ("dead", 4)
+    assert len(receiver.requests) == 4 and receiver.received() == []
+
+
+# -- in: the signed endpoint (both databases) ---------------------------------------------------
+
+
+@pytest.fixture
+def app(new_app, receiver):
+    env = {
+        "TRACKER_PLUGIN_EPORTFOLIO_SECRET": EPORTFOLIO_SECRET,
+        "TRACKER_PLUGIN_EPORTFOLIO_URL": receiver.url + "/hooks/tracker",
+    }
+    app = new_app(settings={"plugin_env": env}, EPORTFOLIO_CLOCK=lambda: NOW)
+    yield app
+
+
+@pytest.fixture
+def item_id(app) -> int:
+    rt = app.extensions["tracker"]
+    with rt.session() as session:
+        learner = rt.items(session, Actor.system()).create("learner", dict(LEARNER))
+        return (
+            rt.items(session, Actor.system()).create("apprenticeship", dict(APPRENTICESHIP), subject_id=learner.id).id
+        )
+
+
+def send(app, body: bytes | dict, *, at: int = NOW, secret: str = EPORTFOLIO_SECRET, headers: dict | None = None):
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    signed = {
+        "X-Tracker-Timestamp": str(at),
+        "X-Tracker-Signature": sign(secret, at, raw),
+        "Content-Type": "application/json",
+    }
+    return app.test_client().post("/integrations/eportfolio/progress", data=raw, headers={**signed, **(headers or {})})
+
+
+def state(app, item_id: int) -> tuple[int, dict, int]:
+    """The item's version and data, and how many events it has."""
+    rt = app.extensions["tracker"]
+    with rt.session() as session:
+        item = session.get(Item, item_id)
+        events = session.scalar(select(func.count()).select_from(Event).where(Event.item_id == item_id))
+        return item.version, dict(item.data), events
+
+
+def test_signed_progress_is_saved_through_the_item_service(app, item_id, receiver):
+    before = state(app, item_id)
+    answer = send(
+        app, {"item_id": item_id, "progress_percent": 45, "otj_hours_logged": 80, "last_activity": "2025-06-01"}
+    )
+    assert answer.status_code == 200, answer.get_json()
+    assert answer.get_json() == {"status": "applied", "item_id": item_id, "version": before[0] + 1}
+    version, data, events = state(app, item_id)
+    assert (data["eportfolio_progress"], data["otj_hours_logged"], data["eportfolio_last_activity"]) == (
+        45,
+        80,
+        "2025-06-01",
+    )
+    assert events == before[2] + 1
+    # the e-portfolio is not sent its own change back
+    assert [b["event"] for b in receiver.received() if b["item"]["id"] == item_id] == ["item.created"]
+
+
+def test_the_same_signed_request_again_is_not_applied_twice(app, item_id):
+    body = {"item_id": item_id, "progress_percent": 45}
+    assert send(app, body).get_json()["status"] == "applied"
+    after_first = state(app, item_id)
+    again = send(app, body)
+    assert again.status_code == 200 and again.get_json()["status"] == "already applied"
+    assert state(app, item_id) == after_first
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "message"),
+    [
+        ("bad signature", 401, "The signature does not match the body"),
+        ("wrong secret", 401, "The signature does not match the body"),
+        ("no signature", 401, "needs the X-Tracker-Timestamp and X-Tracker-Signature headers"),
+        ("stale timestamp", 401, "more than 300 seconds from the server's clock"),
+        ("future timestamp", 401, "more than 300 seconds from the server's clock"),
+        ("unknown item", 404, "There is no apprenticeship #999999"),
+        ("learner record", 404, "There is no apprenticeship"),
+        ("bad JSON", 400, "The body is not JSON."),
+        ("no item id", 400, "item_id must be"),
+        ("unknown field", 400, "Unknown field(s): status"),
+        ("out of range", 422, "Nothing was saved"),
+    ],
+)
+def test_a_refused_request_changes_nothing(app, item_id, case, status, message):
+    good = {"item_id": item_id, "progress_percent": 45}
+    before = state(app, item_id), state(app, item_id - 1)  # the apprenticeship and its learner
+    if case == "bad signature":
+        answer = send(app, good, headers={"X-Tracker-Signature": sign(EPORTFOLIO_SECRET, NOW, b'{"item_id": 1}')})
+    elif case == "wrong secret":
+        answer = send(app, good, secret="guessed")
+    elif case == "no signature":
+        answer = send(app, good, headers={"X-Tracker-Signature": ""})
+    elif case == "stale timestamp":
+        answer = send(app, good, at=NOW - 3600)
+    elif case == "future timestamp":
+        answer = send(app, good, at=NOW + 3600)
+    elif case == "unknown item":
+        answer = send(app, {**good, "item_id": 999999})
+    elif case == "learner record":
+        answer = send(app, {**good, "item_id": item_id - 1})
+    elif case == "bad JSON":
+        answer = send(app, b'{"item_id": 1, "progress_percent": ')
+    elif case == "no item id":
+        answer = send(app, {"progress_percent": 45})
+    elif case == "unknown field":
+        answer = send(app, {**good, "status": "completed"})
+    else:
+        answer = send(app, {**good, "progress_percent": 140})
+    assert answer.status_code == status
+    body = answer.get_json()
+    assert message in body["error"] and body["advice"] is not None
+    if case == "out of range":
+        assert body["errors"][0]["path"] == "/eportfolio_progress"
+    assert (state(app, item_id), state(app, item_id - 1)) == before
+    rt = app.extensions["tracker"]
+    with rt.session() as session:
+        assert (
+            session.scalar(select(func.count()).select_from(PluginState).where(PluginState.plugin == "eportfolio")) == 0
+        )
+        assert "eportfolio_progress" not in session.get(Item, item_id).data
+
+
+def test_without_a_shared_secret_the_endpoint_refuses_everything(new_app):
+    app = new_app(EPORTFOLIO_CLOCK=lambda: NOW)
+    answer = send(app, {"item_id": 1, "progress_percent": 5}, secret="")
+    assert answer.status_code == 503
+    assert "TRACKER_PLUGIN_EPORTFOLIO_SECRET" in answer.get_json()["advice"]
