@@ -28,7 +28,8 @@ DEMO_USERS = [
     ("quality", "Quinn Quality", ["quality"]),
     ("manager", "Morgan Manager", ["manager"]),
     ("finance", "Fran Finance", ["finance"]),
-    ("automator", "Alex Automation", ["automation_creator"]),
+    # automations run as their creator: this one also creates trackers, so its H&S automation can book reviews
+    ("automator", "Alex Automation", ["automation_creator", "tracker_creator"]),
 ]
 
 GIVEN = [
@@ -185,6 +186,8 @@ def _caseload(session: Session, registry: Registry, today: date) -> int:
                 "otj_hours_logged": rng.randint(20, 260),
                 "next_review_due": day([-12, 4, -3, 9, 21, 40][i % 6]),
                 "hs_review_due": day(rng.choice([-10, 5, 60, 150])),
+                # every other apprentice was last H&S-reviewed more than 12 weeks ago
+                "last_hs_review_date": day([-120, -40, -95, -10][i % 4]),
                 "signup_paperwork_complete": i % 4 != 0,
                 "commitment_statement_signed": i % 5 != 0,
                 "initial_assessment_done": True,
@@ -280,4 +283,25 @@ def _caseload(session: Session, registry: Registry, today: date) -> int:
             )
             created += 1
     session.commit()
-    return created
+    return created + _automations(session, registry, learner.id, today)
+
+
+def _automations(session: Session, registry: Registry, learner_id: int, today: date) -> int:
+    """The shipped example, switched on: every Monday an H&S review for each apprentice not
+    reviewed for 12 weeks; a gateway hand-over to quality; a review reminder left in draft; and
+    one H&S review booked by hand, waiting in the assessors' queue."""
+    alex = Actor.for_user(UserService(session, registry).get("automator"), registry)
+    automations = ItemService(session, alex, registry, today=lambda: today)
+    for template in ("weekly_hs_reviews", "gateway_to_quality"):
+        automation = automations.create("process_automation", template=template)
+        automations.transition(automation.id, "active")
+    automations.create("process_automation", template="review_reminder")
+    claims = Actor.for_user(UserService(session, registry).get("claims"), registry)
+    ItemService(session, claims, registry, today=lambda: today).create(
+        "hs_review",
+        {"employer_name": EMPLOYERS[0][0], "due_by": (today + timedelta(days=10)).isoformat()},
+        template="workplace_visit",
+        subject_id=learner_id,
+        description="New workplace after a move: check it before the apprentice starts there.",
+    )
+    return 4
