@@ -599,10 +599,11 @@ class ImportService:
         ]
 
     def _end_chunk(self) -> None:
-        """Give back what a chunk read: its snapshot and the learners it loaded."""
+        """End the chunk's read transaction (no snapshot or SQLite read lock is held between
+        chunks). What it loaded leaves the identity map by itself, which holds unchanged
+        objects weakly."""
         if self.session.in_transaction():
             self.session.rollback()
-        self.session.expunge_all()
 
 
 def reasons_by_line(problems) -> dict[int, list[str]]:
