@@ -76,11 +76,18 @@
     return params.join("&");
   }
 
+  var filling = false;  // true while a lookup's answer is put in: those changes start no lookup
+
   function fill(form, scope, values) {
+    filling = true;
+    try { fillFields(form, scope, values); } finally { filling = false; }
+  }
+
+  function fillFields(form, scope, values) {
     Object.keys(values).forEach(function (key) {
       var value = values[key];
       if (value !== null && typeof value === "object" && !Array.isArray(value)) {
-        fill(form, scope + "-" + key, value);  // a nested object's fields (an address)
+        fillFields(form, scope + "-" + key, value);  // a nested object's fields (an address)
         return;
       }
       var el = form.querySelector("[name='" + scope + "-" + key + "']");
@@ -122,9 +129,11 @@
     var box = document.getElementById(button.getAttribute("aria-controls"));
     var scope = button.getAttribute("data-lookup-scope");
     var name = button.getAttribute("data-lookup-name");
+    // busy, not disabled: a disabled button would drop the focus of someone tabbing onto it
+    if (button.getAttribute("aria-busy") === "true") { return; }
+    button.setAttribute("aria-busy", "true");
     box.textContent = "";
     say(box, "Looking up…", "help");
-    button.disabled = true;
     var url = button.getAttribute("data-lookup-url") + "?" + lookupQuery(form, button);
     fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } })
       .then(function (response) {
@@ -161,7 +170,7 @@
         box.textContent = "";
         say(box, "The lookup did not answer; type the details in.", "advice");
       })
-      .then(function () { button.disabled = false; });
+      .then(function () { button.removeAttribute("aria-busy"); });
   }
 
   function enhanceLookups(form) {
@@ -179,7 +188,7 @@
     var asked = (field.value || "").trim();
     field.addEventListener("change", function () {
       var value = (field.value || "").trim();
-      if (value === "" || value === asked) { return; }
+      if (value === "" || value === asked || filling) { asked = value; return; }
       asked = value;
       lookup(form, button, true);
     });
