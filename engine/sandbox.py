@@ -65,7 +65,14 @@ def compile_template(source: str):
 
 def evaluate(source: str, context: dict[str, Any]) -> bool:
     """Evaluate a compiled-once expression to a bool."""
-    return bool(compile_expression(source)(**context))
+    # What TemplateExpression.__call__ does, with the globals laid under the context in one
+    # step instead of Jinja's per-call merge: a third of the time, and rules run for every
+    # row of every item saved or exported.
+    template = compile_expression(source)._template
+    frame = template.new_context({**_env.globals, **context}, shared=True)
+    for _chunk in template.root_render_func(frame):
+        pass
+    return bool(frame.vars.get("result"))
 
 
 def render(source: str, context: dict[str, Any]) -> str:

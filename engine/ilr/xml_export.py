@@ -246,7 +246,8 @@ def current_problems(service: ItemService, item: Item) -> list[Problem]:
     """The errors the item's data has now, as a save would find them (definitions may have
     changed since it was saved): its schema and its rules. Warnings do not count."""
     tracker_type = service.type_of(item)
-    problems = schema_problems(_validator(tracker_type.schema), item.data)
+    quick, full = _validators_of(tracker_type.schema)
+    problems = [] if quick.is_valid(item.data) else schema_problems(full, item.data)
     subject = item.subject
     context = {
         **sandbox.context_for(
@@ -262,15 +263,32 @@ def current_problems(service: ItemService, item: Item) -> list[Problem]:
     return problems
 
 
-_validators: dict[int, tuple[dict, object]] = {}
+_validators: dict[int, tuple[dict, object, object]] = {}
 
 
-def _validator(schema: dict):
-    """Each schema compiled once (kept with the schema itself: reloaded definitions compile again)."""
+def _validators_of(schema: dict):
+    """``(quick, full)`` validators of a schema, each compiled once (kept with the schema itself:
+    reloaded definitions compile again). The quick one has each labelled choice list
+    (``oneOf`` of ``const``) as a plain ``enum``: it accepts exactly the same data, several times
+    faster, and is asked first; the full one words the problems of data it refuses."""
     kept = _validators.get(id(schema))
     if kept is None or kept[0] is not schema:
-        kept = _validators[id(schema)] = (schema, make_validator(schema))
-    return kept[1]
+        kept = _validators[id(schema)] = (schema, make_validator(_enums(schema)), make_validator(schema))
+    return kept[1], kept[2]
+
+
+def _enums(node):
+    if isinstance(node, list):
+        return [_enums(x) for x in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _enums(v) for k, v in node.items() if k != "oneOf"}
+    choices = node.get("oneOf")
+    if isinstance(choices, list) and choices and all(isinstance(b, dict) and "const" in b for b in choices):
+        out["enum"] = [b["const"] for b in choices]
+    elif choices is not None:
+        out["oneOf"] = _enums(choices)
+    return out
 
 
 def _chosen(service: ItemService, ids, status, assignee, q) -> list[Item]:
