@@ -63,12 +63,20 @@ class TaskListService:
     """
 
     def __init__(
-        self, session: Session, actor: Actor, registry: Registry, *, today: Callable[[], date] = date.today
+        self,
+        session: Session,
+        actor: Actor,
+        registry: Registry,
+        *,
+        today: Callable[[], date] = date.today,
+        cache_filters: bool = True,
     ) -> None:
         self.session = session
         self.actor = actor
         self.registry = registry
         self.today = today
+        #: False for a draft being edited (the type editor's live count): compiled, never kept
+        self.cache_filters = cache_filters
 
     @cached_property
     def date_columns(self) -> frozenset[str]:
@@ -152,7 +160,7 @@ class TaskListService:
         :func:`static_filter`) plus what depends on the day and the actor."""
         dialect = self.session.get_bind().dialect.name
         clauses = [
-            text(static_filter(self.registry, tracker_type, tasklist, dialect)),
+            text(static_filter(self.registry, tracker_type, tasklist, dialect, cache=self.cache_filters)),
             permissions.visible_clause(self.actor, tracker_type),
         ]
         if tasklist.assignee == "me":
@@ -185,7 +193,9 @@ def relative_fields(tasklist: TaskList) -> list[str]:
 _STATIC: dict[tuple[int, str, str], tuple[TrackerType, str]] = {}
 
 
-def static_filter(registry: Registry, tracker_type: TrackerType, tasklist: TaskList, dialect: str) -> str:
+def static_filter(
+    registry: Registry, tracker_type: TrackerType, tasklist: TaskList, dialect: str, *, cache: bool = True
+) -> str:
     """The part of a list's filter that is the same for everyone on every day, as SQL
     with its values written in: type, states, ``assignee: none`` and field conditions
     with fixed values.
@@ -193,7 +203,7 @@ def static_filter(registry: Registry, tracker_type: TrackerType, tasklist: TaskL
     :mod:`engine.indexes` makes exactly this text the predicate of a partial index, so
     counting a list reads only the index entries of the items in it.
     """
-    cached = _STATIC.get((id(tracker_type), repr(tasklist), dialect))
+    cached = _STATIC.get((id(tracker_type), repr(tasklist), dialect)) if cache else None
     if cached is not None and cached[0] is tracker_type:
         return cached[1]
     workflow = registry.workflow_for(tracker_type)
@@ -209,7 +219,8 @@ def static_filter(registry: Registry, tracker_type: TrackerType, tasklist: TaskL
     dialect_impl = postgresql.dialect() if dialect == "postgresql" else sqlite.dialect()
     compiled = and_(*clauses).compile(dialect=dialect_impl, compile_kwargs={"literal_binds": True})
     sql = str(compiled)
-    _STATIC[(id(tracker_type), repr(tasklist), dialect)] = (tracker_type, sql)
+    if cache:
+        _STATIC[(id(tracker_type), repr(tasklist), dialect)] = (tracker_type, sql)
     return sql
 
 

@@ -59,6 +59,27 @@ def set_top_level(text: str, key: str, value: Any) -> str:
     return "".join(lines)
 
 
+def drop_top_level(text: str, key: str) -> str:
+    """``text`` without the top-level ``key:`` and its block; everything else as it was."""
+    lines = text.splitlines(keepends=True)
+    out, skipping = [], False
+    for line in lines:
+        starts_entry = bool(line.strip()) and not line[0].isspace() and not line.startswith("#")
+        if starts_entry:
+            skipping = re.match(rf"{re.escape(key)}\s*:", line) is not None
+        if not skipping:
+            out.append(line)
+    return "".join(out)
+
+
+def without_migrations(texts: Texts) -> Texts:
+    """A version's ``migrations:`` bring items of the version before it; a new version
+    starting from it must declare its own."""
+    return Texts(
+        texts.schema_json, drop_top_level(texts.type_yaml, "migrations"), texts.workflow_yaml, texts.roles_yaml
+    )
+
+
 def new_type_texts(key: str, name: str, subject: str = "none") -> Texts:
     """A small working type: a title field and a two-state workflow of its own."""
     schema = {

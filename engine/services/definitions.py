@@ -21,7 +21,14 @@ from sqlalchemy.orm import Session
 
 from engine import permissions
 from engine.definitions import store
-from engine.definitions.documents import diff, new_type_texts, renamed_texts, set_top_level
+from engine.definitions.documents import (
+    diff,
+    drop_top_level,
+    new_type_texts,
+    renamed_texts,
+    set_top_level,
+    without_migrations,
+)
 from engine.definitions.loader import DefinitionProblem
 from engine.definitions.model import Registry, TrackerType
 from engine.definitions.store import KEY_PATTERN, Loaded, Texts
@@ -196,7 +203,7 @@ class DefinitionService:
             type_key=key,
             version=newest.version + 1,
             status="draft",
-            **_columns(Texts.of(newest)),
+            **_columns(without_migrations(Texts.of(newest))),
             created_by_id=self.actor.user_id,
         )
         self.session.add(row)
@@ -337,7 +344,7 @@ class DefinitionService:
                 "Nothing was rolled back.",
             )
         new_version = previous.version + 1 if previous else 1
-        texts = Texts.of(old)
+        texts = without_migrations(Texts.of(old))
         loaded = store.load_texts(self.registry, key, new_version, texts)
         if not loaded.ok:
             raise DefinitionRejected(loaded.problems, f"Version {version} of '{key}' cannot be published again.")
@@ -551,10 +558,12 @@ def _columns(texts: Texts) -> dict[str, str]:
 
 
 def _same(a: Texts, b: Texts) -> bool:
-    """True when two versions differ in nothing but their version number."""
-    return dataclasses.replace(a, type_yaml=set_top_level(a.type_yaml, "version", 0)) == dataclasses.replace(
-        b, type_yaml=set_top_level(b.type_yaml, "version", 0)
-    )
+    """True when two versions differ in nothing but their version number and migrations."""
+
+    def plain(t: Texts) -> Texts:
+        return dataclasses.replace(t, type_yaml=set_top_level(drop_top_level(t.type_yaml, "migrations"), "version", 0))
+
+    return plain(a) == plain(b)
 
 
 def _name_of(row: TypeDefinition) -> str:
