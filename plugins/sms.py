@@ -185,7 +185,7 @@ class Subscriptions:
             try:
                 phone = normalise_phone(phone)
             except Invalid as exc:
-                message = exc.message if not exc.message[:1].islower() else f"The mobile number {exc.message}"
+                message = f"The mobile number {exc.message}"  # its messages read "'...' is not ..."
                 raise ValidationFailed([Problem("phone", message, exc.advice)]) from None
         elif opted_in:
             raise ValidationFailed(

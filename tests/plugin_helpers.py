@@ -86,14 +86,14 @@ def runtime_with(tmp_path, db_url) -> Iterator[Callable[..., Runtime]]:
     made: list[Runtime] = []
 
     def make(host: PluginHost, **overrides: Any) -> Runtime:
-        settings = Settings(
-            instance_path=tmp_path,
-            database_url=db_url,
-            definitions_path=[TEST_DEFINITIONS],
-            secret_key="test-secret",
-            base_url="http://tracker.test",
-            **overrides,
-        )
+        values = {
+            "instance_path": tmp_path,
+            "database_url": db_url,
+            "definitions_path": [TEST_DEFINITIONS],
+            "secret_key": "test-secret",
+            "base_url": "http://tracker.test",
+        }
+        settings = Settings(**{**values, **overrides})
         host.settings = settings
         made.append(Runtime(settings, plugins=host))
         return made[-1]
