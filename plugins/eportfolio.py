@@ -9,8 +9,9 @@ Out
 
 In
     ``POST /integrations/eportfolio/progress`` takes the learner's progress from the e-portfolio
-    (percentage complete, off-the-job hours logged, last activity) and saves it on the item
-    through the item service, like any other change: validated, in the history, watchers told.
+    (criteria met with their evidence, percentage complete, off-the-job hours logged, last
+    activity) and saves it on the item through the progress and item services, like any other
+    change: validated, in the history, watchers told.
 
 Signatures (both ways)
     ``X-Tracker-Timestamp: <unix seconds>`` and
@@ -46,6 +47,7 @@ from engine.permissions import ADMIN, Actor
 from engine.plugins import PluginStore, hookimpl
 from engine.services import ItemService
 from engine.services.items import finance_fields, item_link
+from engine.validation import make_validator, schema_problems
 from plugins.jsonhttp import ServiceUnavailable, request_json
 
 NAME = "eportfolio"
@@ -192,12 +194,14 @@ def tracker_item_event(event, item, payload, registry, settings):
 
 # -- in: progress --------------------------------------------------------------------------------
 
-#: the progress request: ``item_id`` and at least one of the other fields
+#: fields of the progress request saved on the item, and the item's field each one fills
 PROGRESS_FIELDS = {
     "progress_percent": "eportfolio_progress",
     "otj_hours_logged": "otj_hours_logged",
     "last_activity": "eportfolio_last_activity",
 }
+#: most criteria one request may tick or untick
+MAX_CRITERIA = 500
 
 
 class BadProgress(Exception):  # noqa: N818
@@ -205,9 +209,21 @@ class BadProgress(Exception):  # noqa: N818
 
 
 @dataclass(frozen=True)
+class CriterionUpdate:
+    """A criterion of the item's qualification the e-portfolio marks as met (with where the
+    evidence is and the day it was met) or as no longer met."""
+
+    criterion: str
+    met: bool = True
+    evidence: str = ""
+    date: str = ""
+
+
+@dataclass(frozen=True)
 class ProgressUpdate:
     item_id: int
     changes: dict[str, Any]
+    criteria: tuple[CriterionUpdate, ...] = ()
 
     @classmethod
     def parse(cls, raw: bytes) -> ProgressUpdate:
@@ -221,15 +237,32 @@ class ProgressUpdate:
         item_id = body.get("item_id")
         if not isinstance(item_id, int) or isinstance(item_id, bool) or not 0 < item_id < 2**31:
             raise BadProgress("item_id must be the Tracker item's number (a positive whole number).")
-        unknown = sorted(set(body) - {"item_id", *PROGRESS_FIELDS})
+        known = ["item_id", *PROGRESS_FIELDS, "criteria"]
+        unknown = sorted(set(body) - set(known))
         if unknown:
-            raise BadProgress(
-                f"Unknown field(s): {', '.join(unknown)}; send only item_id, {', '.join(PROGRESS_FIELDS)}."
-            )
+            raise BadProgress(f"Unknown field(s): {', '.join(unknown)}; send only {', '.join(known)}.")
         changes = {PROGRESS_FIELDS[k]: v for k, v in body.items() if k in PROGRESS_FIELDS}
-        if not changes:
-            raise BadProgress(f"Nothing to update: send at least one of {', '.join(PROGRESS_FIELDS)}.")
-        return cls(item_id, changes)
+        criteria = _criteria(body.get("criteria", []))
+        if not changes and not criteria:
+            raise BadProgress(f"Nothing to update: send criteria or at least one of {', '.join(PROGRESS_FIELDS)}.")
+        return cls(item_id, changes, criteria)
+
+
+def _criteria(raw: Any) -> tuple[CriterionUpdate, ...]:
+    if not isinstance(raw, list) or len(raw) > MAX_CRITERIA:
+        raise BadProgress(f"criteria must be a list of at most {MAX_CRITERIA} objects.")
+    out = []
+    for i, entry in enumerate(raw):
+        if not isinstance(entry, dict) or not isinstance(entry.get("criterion"), str):
+            raise BadProgress(f'criteria[{i}] needs criterion: the criterion\'s path or reference, e.g. "1/1/1.1".')
+        met = entry.get("met", True)
+        if not isinstance(met, bool):
+            raise BadProgress(f"criteria[{i}].met must be true or false.")
+        evidence, day = entry.get("evidence", ""), entry.get("date", "")
+        if not isinstance(evidence, str) or not isinstance(day, str):
+            raise BadProgress(f"criteria[{i}]: evidence and date must be text.")
+        out.append(CriterionUpdate(entry["criterion"], met, evidence, day))
+    return tuple(out)
 
 
 def eportfolio_actor() -> Actor:
@@ -238,24 +271,71 @@ def eportfolio_actor() -> Actor:
 
 
 def apply_progress(session: Session, registry: Registry, config: EportfolioConfig, update: ProgressUpdate) -> Item:
-    """Save the progress on the item through the item service (validated, with history).
+    """Save the progress on the item: criteria through the progress service (ticks with
+    evidence and date, weighted into the item's percentage), fields through the item service;
+    both validated, both in the item's history.
+
+    Every field value is checked against the item's schema before anything is saved, and the
+    progress service checks all criteria before it ticks any, so a refused request changes
+    nothing. A criterion sent as no longer met that is not ticked is left as it is (a retry
+    must not fail).
 
     Raises NotFound when there is no such item of a configured type, and ValidationFailed when
-    the values are refused (the item's schema decides: e.g. a percentage above 100).
+    a value or a criterion is refused (e.g. a percentage above 100, a criterion the item's
+    qualification does not have).
     """
     item = session.get(Item, update.item_id)
     if item is None or item.type_key not in config.types:
         raise NotFound(f"There is no {' or '.join(config.types)} #{update.item_id}.", "Check the item number.")
-    properties = registry.type(item.type_key, item.type_version).schema.get("properties") or {}
-    missing = [name for name in update.changes if name not in properties]
-    if missing:
-        raise ValidationFailed(
-            [
-                Problem("/" + name, f"{item.type_key} items do not record {name}", "Leave it out of the request.")
-                for name in missing
-            ]
-        )
-    return ItemService(session, eportfolio_actor(), registry).update(item.id, changes=update.changes)
+    tracker_type = registry.type(item.type_key, item.type_version)
+    _check_fields(tracker_type.key, tracker_type.schema, update.changes)
+    actor = eportfolio_actor()
+    if update.criteria:
+        from engine.services.progress import ProgressService
+
+        ticks = [{"criterion": c.criterion, "evidence": c.evidence, "date": c.date} for c in update.criteria if c.met]
+        unticks = _ticked(session, registry, item, [c.criterion for c in update.criteria if not c.met])
+        if ticks or unticks:
+            ProgressService(session, actor, registry).apply(item.id, ticks=ticks, unticks=unticks)
+    if update.changes:
+        return ItemService(session, actor, registry).update(item.id, changes=update.changes)
+    session.refresh(item)
+    return item
+
+
+def _check_fields(type_key: str, schema: dict, changes: dict[str, Any]) -> None:
+    """Refuse field values the item's schema would refuse, before anything is saved."""
+    properties = schema.get("properties") or {}
+    problems = [
+        Problem("/" + name, f"{type_key} items do not record {name}", "Leave it out of the request.")
+        for name in changes
+        if name not in properties
+    ]
+    if not problems:
+        partial = {"type": "object", "properties": {name: properties[name] for name in changes}}
+        problems = schema_problems(make_validator(partial), changes)
+    if problems:
+        raise ValidationFailed(problems)
+
+
+def _ticked(session: Session, registry: Registry, item: Item, names: list[str]) -> list[str]:
+    """Those of ``names`` that are ticked now (others are already not met); a name that is no
+    criterion is kept, so the progress service says what is wrong with it."""
+    if not names:
+        return []
+    from engine import progress
+
+    tracker_type = registry.type(item.type_key, item.type_version)
+    qualification = progress.qualification_for(registry, tracker_type, item.data) if tracker_type.progress else None
+    if qualification is None:
+        return names
+    ticked = {t.criterion for t in progress.ticks_of(session, item.id, qualification)}
+    keep = []
+    for name in names:
+        found = qualification.resolve(name)
+        if len(found) != 1 or found[0] in ticked:
+            keep.append(name)
+    return keep
 
 
 def _seen(session: Session, signature: str, now: float, tolerance: int) -> bool:
@@ -279,7 +359,7 @@ def _seen(session: Session, signature: str, now: float, tolerance: int) -> bool:
 
 def progress_blueprint():
     """``POST /integrations/eportfolio/progress``. Answers JSON: 200 with the item's new
-    version; 400 for a body that cannot be read; 401 for a missing, wrong or stale signature;
+    version and stored percentage (``progress``: criteria met, weighted); 400 for a body that cannot be read; 401 for a missing, wrong or stale signature;
     404 for an unknown item; 409 when the item changed at the same moment (send again); 422 for
     values the item's type refuses; 503 when no secret is set.
     Nothing is changed unless the answer is 200."""
@@ -335,7 +415,7 @@ def progress_blueprint():
         except Conflict as exc:
             session.rollback()
             return refuse(409, exc.message, "Send the progress again.")
-        return {"status": "applied", "item_id": item.id, "version": item.version}, 200
+        return {"status": "applied", "item_id": item.id, "version": item.version, "progress": item.progress}, 200
 
     return bp
 
