@@ -298,8 +298,10 @@ def test_test_connection_reports_what_happened(app, fake_lrs, trouble, flashed):
     assert (request["GivenName"], request["FamilyName"]) == ("Connection", "Test")
 
 
-def test_only_user_admins_see_the_admin_page(app):
+def test_only_user_admins_see_the_admin_page_and_its_header_link(app):
+    assert '<a href="/admin/uln">ULN lookup</a>' in signed_in(app, "ada").get("/").get_data(as_text=True)
     client = signed_in(app)
+    assert 'href="/admin/uln"' not in client.get("/").get_data(as_text=True)
     assert client.get("/admin/uln").status_code == 403
     assert post(client, "/admin/uln/test").status_code == 403
     assert app.test_client().get("/admin/uln").status_code == 302  # to the sign-in page
