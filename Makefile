@@ -37,6 +37,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/create_items.py
 	$(BIN)/python bench/notifications.py
+	$(BIN)/python bench/load.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache

@@ -25,6 +25,8 @@ _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
 RECOVERY_CODES = 10
 TOTP_ISSUER = "Tracker"
+#: seconds between two writes of an API token's ``last_used_at``
+TOKEN_USE_RESOLUTION = 60
 
 
 def _hash_token(token: str) -> str:
@@ -391,8 +393,12 @@ class UserService:
         token = self.session.scalar(select(ApiToken).where(ApiToken.token_hash == _hash_token(text)))
         if token is None or token.revoked_at is not None or not token.user.active:
             return None
-        token.last_used_at = utcnow()
-        self.session.commit()
+        now = utcnow()
+        # "last used" is for people reading the token list: to the minute is enough, and it
+        # spares every API request a write and a commit of its own
+        if token.last_used_at is None or (now - token.last_used_at).total_seconds() >= TOKEN_USE_RESOLUTION:
+            token.last_used_at = now
+            self.session.commit()
         return token.user
 
     def revoke_token(self, token_id: int) -> ApiToken:
