@@ -146,7 +146,8 @@ def operation(
     # what every operation of its kind can answer: 401 without a token, 422 for a bad query,
     # 404 for a path naming nothing, 400/413/415 for a body that is not JSON, too big, or not sent as JSON
     implied = {422} | ({401} if auth else set()) | ({404} if any(p.where == "path" for p in params) else set())
-    implied |= {400, 413, 415, 422} if body is not None or form is not None else set()
+    implied |= {400, 413, 415, 422} if body is not None else set()
+    implied |= {413, 415, 422} if form is not None else set()  # a form too large, not multipart, or wrong
 
     def register(view: Callable) -> Callable:
         op = Operation(
