@@ -10,6 +10,7 @@ import zipfile
 import pytest
 from sqlalchemy import func, select
 
+from engine import indexes
 from engine.config import Settings
 from engine.definitions import load_registry, store
 from engine.definitions.documents import dump_json
@@ -306,8 +307,13 @@ def test_a_publish_reaches_another_process_without_a_restart(db_url, tmp_path):
     with web.session() as session:
         service = web.definitions(session, Actor.system())
         service.create("bike_loan", "Bike loan")
+        texts = service.texts_of("bike_loan")
+        tasklist = "tasklists:\n- {key: open_loans, label: Open loans, filter: {status_category: [open]}}\n"
+        service.save_draft("bike_loan", Texts(texts.schema_json, texts.type_yaml + tasklist, texts.workflow_yaml))
         service.publish("bike_loan")
     assert "bike_loan" in web.registry.types  # the publishing process at once
+    # the task list's index is derived at the publish, as 'tracker db indexes' would
+    assert any(name.startswith("ix_tl_bike_loan_") for name in indexes.existing_names(web.engine))
     assert worker.refresh_definitions() is True  # another on its next request
     assert worker.registry.type("bike_loan").version == 1
     relay_view = worker.relay().registry

@@ -63,7 +63,7 @@ class Draft:
         except json.JSONDecodeError as exc:
             schema = None
             problems.append(Problem("schema.json", f"schema.json is not valid JSON (line {exc.lineno})", _FIX_TEXT))
-        parsed = []
+        parsed, broken = [], set()
         for name, text in (
             ("type.yaml", texts.type_yaml),
             ("workflow", texts.workflow_yaml),
@@ -73,13 +73,14 @@ class Draft:
                 parsed.append(yaml.safe_load(text) if text.strip() else None)
             except yaml.YAMLError as exc:
                 parsed.append(None)
+                broken.add(name)
                 line = getattr(getattr(exc, "problem_mark", None), "line", None)
                 where = f" (line {line + 1})" if line is not None else ""
                 problems.append(Problem(name, f"The {name} document is not valid YAML{where}", _FIX_TEXT))
         manifest, workflow, roles = parsed
         if schema is not None and not isinstance(schema, dict):
             problems.append(Problem("schema.json", "schema.json is not a JSON object", _FIX_TEXT))
-        if texts.type_yaml.strip() and not isinstance(manifest, dict):
+        if texts.type_yaml.strip() and "type.yaml" not in broken and not isinstance(manifest, dict):
             problems.append(Problem("type.yaml", "type.yaml is not a mapping of keys to values", _FIX_TEXT))
         if problems:
             raise ValidationFailed(problems, "The editor cannot change a document that does not parse.")
@@ -493,7 +494,7 @@ def _typed_value(node: dict, raw: str) -> Any:
         return _number(raw, "condition_value", whole=kind == "integer")
     if kind == "choice":
         for value, label in _options(node):
-            if raw in (str(value), label):
+            if raw.casefold() in (str(value).casefold(), label.casefold()):
                 return value
         raise refuse(
             "condition_value",
@@ -597,13 +598,14 @@ def rename_field(draft: Draft, path: str, new_name: str, *, published_schema: di
         if parsed[1] == name:
             entry["if"] = {"properties": {new_name: entry["if"]["properties"][name]}, "required": [new_name]}
     _rename_references(draft, path, new_path)
-    if published_schema is not None and _has(published_schema, path):
-        steps = draft.manifest.setdefault("migrations", [])
-        earlier = next((s for s in steps if isinstance(s, dict) and (s.get("rename") or {}).get("to") == path), None)
-        if earlier is not None:  # renamed again before publishing: one step from the published name
-            earlier["rename"]["to"] = new_path
-        else:
-            steps.append({"rename": {"from": path, "to": new_path}})
+    steps = draft.manifest.get("migrations") or []
+    earlier = next((s for s in steps if isinstance(s, dict) and (s.get("rename") or {}).get("to") == path), None)
+    if earlier is not None:  # renamed again before publishing: one step from the published name
+        earlier["rename"]["to"] = new_path
+        if earlier["rename"]["from"] == new_path:  # and back again: no step at all
+            _set_or_drop(draft.manifest, "migrations", [s for s in steps if s is not earlier])
+    elif published_schema is not None and _has(published_schema, path):
+        draft.manifest["migrations"] = [*steps, {"rename": {"from": path, "to": new_path}}]
     return new_path
 
 
