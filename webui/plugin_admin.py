@@ -11,9 +11,10 @@ import math
 
 from flask import Blueprint, Flask, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
+from werkzeug.exceptions import HTTPException
 
 from engine import permissions
-from engine.errors import NotFound, PermissionDenied
+from engine.errors import NotFound, PermissionDenied, TrackerError
 from engine.plugins import Invalid, LookupUnavailable, clear_errors, stored_errors
 from engine.services.exports import CsvExport, export_formats
 from webui import db_session, runtime
@@ -51,11 +52,17 @@ def init_app(app: Flask) -> None:
 
 def _guard(blueprint: Blueprint, plugin: str) -> None:
     """Answer an unexpected exception from the blueprint's views with an error page, and record
-    it. Engine errors and HTTP errors keep the app's own handlers (they match first)."""
+    it. Engine errors (a refused permission, a bad value) and HTTP errors are answered as the
+    app answers them, and are not the plugin's fault."""
     if getattr(blueprint, "_tracker_guarded", False):
         return
 
     def failed(exc: Exception):
+        # a blueprint's handler is asked before the app's, so the errors the app answers come back here
+        if isinstance(exc, HTTPException):
+            return exc
+        if isinstance(exc, TrackerError):
+            return render_template("error.html", error=exc), exc.status
         current_app.extensions["tracker"].plugins.errors.record(plugin, f"page {request.endpoint}", exc)
         return render_template(
             "error.html",
