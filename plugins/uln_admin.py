@@ -14,7 +14,7 @@ from flask import Blueprint, flash, redirect, render_template, url_for
 from flask_login import current_user
 
 from engine import permissions
-from engine.errors import PermissionDenied, TrackerError
+from engine.errors import PermissionDenied
 from plugins import uln
 from plugins.jsonhttp import ServiceUnavailable
 from webui import runtime
@@ -33,12 +33,6 @@ SETTINGS = (
     ("UKPRN", "your provider's UK provider reference number"),
     ("TIMEOUT", f"seconds to wait for an answer (default {uln.DEFAULT_TIMEOUT:g})"),
 )
-
-
-@bp.errorhandler(TrackerError)
-def refused(exc: TrackerError):
-    """A refusal (not an admin) is the app's usual error page, not a plugin failure."""
-    return render_template("error.html", error=exc), exc.status
 
 
 @bp.before_request
