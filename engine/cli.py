@@ -656,6 +656,10 @@ def scheduler(once: bool, interval: float) -> None:
             else f"{report.relayed} waiting notification(s) relayed."
         )
     )
+    if report.training:
+        click.echo(report.training + ".")
+    if report.automations:
+        click.echo(f"{report.automations} process automation(s) ran; see 'tracker automations list'.")
     for problem in report.problems:
         click.secho(f"Error: {problem}", fg="red", err=True)
     if report.problems:
@@ -718,11 +722,13 @@ def outbox_retry(outbox_id: int) -> None:
 def demo_data() -> None:
     """Load demo users and items (once) and print the demo logins."""
     from engine import demo
+    from engine.documents import DocumentStore
 
     rt = _runtime()
     _upgrade(rt)
     with rt.session() as session:
-        logins, created = demo.load(session, rt.registry, rt.settings.instance_path)
+        store = DocumentStore.from_settings(rt.settings)
+        logins, created = demo.load(session, rt.registry, rt.settings.instance_path, store=store)
     if created:
         click.echo(f"Loaded {created} demo items.")
     else:

@@ -107,8 +107,9 @@ def logins_path(instance: Path) -> Path:
     return instance / "demo-logins.json"
 
 
-def load(session: Session, registry: Registry, instance: Path, today: date | None = None):
-    """Create the demo users and items unless they exist.
+def load(session: Session, registry: Registry, instance: Path, today: date | None = None, *, store=None):
+    """Create the demo users and items unless they exist (``store``: the documents folder the
+    demo documents go to, by default ``<instance>/documents``).
 
     Returns ``(logins, created)``: ``[(username, password, roles)]`` and the number of
     items created (0 when the demo data was already there).
@@ -128,7 +129,14 @@ def load(session: Session, registry: Registry, instance: Path, today: date | Non
     path.chmod(0o600)
     if session.scalar(select(func.count()).select_from(Item)):
         return logins, 0
-    return logins, _caseload(session, registry, today)
+    created = _caseload(session, registry, today)
+    from engine import demo_documents
+    from engine.config import DEFAULT_UPLOAD_TYPES
+    from engine.documents import DocumentStore
+
+    store = store or DocumentStore(instance / "documents", max_bytes=10 * 1024 * 1024, types=DEFAULT_UPLOAD_TYPES)
+    demo_documents.load(session, registry, store, today)
+    return logins, created
 
 
 def _caseload(session: Session, registry: Registry, today: date) -> int:

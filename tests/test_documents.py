@@ -6,21 +6,24 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 from sqlalchemy import select
 
 from engine import indexes
 from engine.config import Settings
+from engine.definitions import load_registry
 from engine.documents import DocumentStore, FileRefused, clean_filename, sniff
 from engine.errors import Conflict, NotFound, PermissionDenied, TrackerError, ValidationFailed
 from engine.models import Document, Notification, Outbox
 from engine.tasklists import TaskListService
 from tests.conftest import ROOT
 from tests.documents_helpers import *  # noqa: F403 - fixtures
-from tests.documents_helpers import PDF, PNG, TEXT, stored_files
+from tests.documents_helpers import DOCS_DEFINITIONS, PDF, PNG, TEXT, stored_files
 
 # -- uploading ---------------------------------------------------------------------------------------
 
@@ -423,3 +426,97 @@ def test_upload_settings_from_the_environment(tmp_path):
         with pytest.raises(TrackerError, match=words) as refused:
             Settings.from_env({**base, name: value})
         assert refused.value.advice
+
+
+# -- definitions ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def defs(tmp_path) -> Path:
+    target = tmp_path / "defs"
+    shutil.copytree(DOCS_DEFINITIONS, target)
+    return target
+
+
+def edit_yaml(path: Path, change) -> None:
+    data = yaml.safe_load(path.read_text())
+    change(data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+TYPE = "tracker_types/portfolio/type.yaml"
+WORKFLOW = "workflows/portfolio.yaml"
+
+
+def _categories(data):
+    data["documents"]["categories"][1]["key"] = "evidence_pack"
+
+
+def _list_names_unknown(data):
+    data["tasklists"][0]["filter"]["documents_missing"] = ["evidence_pack", "passport"]
+
+
+def _step_names_unknown(data):
+    data["transitions"][0]["requires_documents"] = ["evidence_pack", "passport"]
+
+
+DOCUMENT_CASES = {
+    "category declared twice": (TYPE, _categories, TYPE, "/documents/categories/1/key", "declared twice"),
+    "task list names an undeclared category": (
+        TYPE,
+        _list_names_unknown,
+        TYPE,
+        "/tasklists/0/filter/documents_missing/1",
+        "names document category 'passport', which this type does not declare",
+    ),
+    "step names an undeclared category": (
+        WORKFLOW,
+        _step_names_unknown,
+        TYPE,
+        "/workflow",
+        "transition 'sign_off' requires_documents names document category 'passport'",
+    ),
+    "no categories": (TYPE, lambda d: d["documents"].update(categories=[]), TYPE, "/documents/categories", ""),
+    "category without a label": (
+        TYPE,
+        lambda d: d["documents"]["categories"][0].pop("label"),
+        TYPE,
+        "/documents/categories/0/label",
+        "required",
+    ),
+    "requires_documents not a list": (
+        WORKFLOW,
+        lambda d: d["transitions"][0].update(requires_documents="evidence_pack"),
+        WORKFLOW,
+        "/transitions/0/requires_documents",
+        "",
+    ),
+    "a capability that does not exist": (
+        "roles.yaml",
+        lambda d: d["roles"][1].update(capabilities=["items.view", "documents.approve"]),
+        "roles.yaml",
+        "/roles/1/capabilities/1",
+        "",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", DOCUMENT_CASES, ids=list(DOCUMENT_CASES))
+def test_each_mistake_in_document_settings_is_reported_where_it_is(defs, case):
+    edited, change, reported, pointer, words = DOCUMENT_CASES[case]
+    edit_yaml(defs / edited, change)
+    registry = load_registry([defs])
+    found = [p for p in registry.problems if p.file.endswith(reported) and p.pointer == pointer]
+    assert found, "\n".join(map(str, registry.problems))
+    assert any(words in f"{p.message} {p.advice}" for p in found), "\n".join(map(str, found))
+    assert found[0].line is not None
+    if reported == TYPE or edited == WORKFLOW:
+        assert "portfolio" not in registry.types
+
+
+def test_documents_qa_and_progress_edit_are_capabilities_of_the_built_in_roles():
+    roles = load_registry().roles
+    assert (
+        "documents.qa" in roles["quality"].capabilities and "documents.qa" not in roles["tracker_creator"].capabilities
+    )
+    assert "progress.edit" in roles["assessor"].capabilities and "progress.edit" in roles["quality"].capabilities

@@ -186,7 +186,11 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
         "required": ["id", "kind", "at", "actor", "payload"],
         "properties": {
             "id": {"type": "integer"},
-            "kind": {"type": "string", "description": "created, updated, transitioned, assigned or commented."},
+            "kind": {
+                "type": "string",
+                "description": "created, updated, transitioned, assigned, commented; document_uploaded, "
+                "document_accepted, document_rejected, document_deleted; progress_ticked, progress_unticked ...",
+            },
             "at": DATE_TIME,
             "actor": _nullable({"type": "string", "description": "User name; null for the system."}),
             "payload": {"type": "object"},
