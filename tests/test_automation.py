@@ -556,3 +556,20 @@ def test_today_is_the_automations_day(session, registry, system, service_for, pe
     [report] = runner(session, registry).run_due()
     assert [i.data["due_by"] for i in items_of(session, "hs_review")] == [(TODAY + timedelta(days=14)).isoformat()]
     assert date.fromisoformat(day(0)) == TODAY and report.count("done") == 1
+
+
+def test_the_scheduler_tick_runs_due_automations(tmp_path, db_url, session, registry, system, service_for, people):
+    from engine.jobs import Scheduler
+    from engine.runtime import Runtime
+
+    apprentice(system, new_learner(system, 1).id, "asha", last_hs_review_date=day(-100))
+    automation(service_for(people["alex"]), template="weekly_hs_reviews")
+    settings = Settings(
+        instance_path=tmp_path, database_url=db_url, definitions_path=[TEST_DEFINITIONS], secret_key="x"
+    )
+    rt = Runtime(settings)
+    report = Scheduler(rt, clock=lambda: MONDAY).tick()
+    assert report.automations == 1 and not any(p.startswith("automations") for p in report.problems)
+    assert Scheduler(rt, clock=lambda: MONDAY + timedelta(minutes=1)).tick().automations == 0
+    session.expire_all()
+    assert len(items_of(session, "hs_review")) == 1
