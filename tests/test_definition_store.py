@@ -9,13 +9,14 @@ import zipfile
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from engine import indexes
 from engine.config import Settings
 from engine.definitions import load_registry, store
 from engine.definitions.documents import dump_json
 from engine.definitions.store import Texts
-from engine.errors import NotFound, PermissionDenied, ValidationFailed
+from engine.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from engine.models import DefinitionPublish, Item, TypeDefinition
 from engine.permissions import Actor
 from engine.runtime import Runtime
@@ -320,3 +321,20 @@ def test_a_publish_reaches_another_process_without_a_restart(db_url, tmp_path):
     assert relay_view.type("bike_loan").version == 1
     with worker.session() as session:
         assert session.scalar(select(func.count()).select_from(Item)) == 0
+
+
+def test_two_publishes_at_the_same_moment_one_wins(defs, session, registry, engine):
+    defs.create("bike_loan", "Bike loan")
+    defs.publish("bike_loan")
+    edit(defs, "bike_loan", type_yaml=defs.texts_of("bike_loan").type_yaml.replace("Bike loan", "Bicycle loan"))
+    defs.publish("bike_loan")
+    with Session(engine, expire_on_commit=False) as other_session:
+        other = DefinitionService(other_session, Actor.system(), defs.registry)
+        stale = other.published("bike_loan", 2)
+        defs.rollback("bike_loan", 1)  # takes version 3 first
+        other._newest_published = lambda key: stale  # what the other admin's page saw
+        before = counts(session)
+        with pytest.raises(Conflict) as lost:
+            other.rollback("bike_loan", 1)
+        assert "at the same moment" in lost.value.message
+        assert counts(session) == before

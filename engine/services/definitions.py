@@ -11,12 +11,14 @@ import dataclasses
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import yaml
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from engine import permissions
@@ -32,7 +34,7 @@ from engine.definitions.documents import (
 from engine.definitions.loader import DefinitionProblem
 from engine.definitions.model import Registry, TrackerType
 from engine.definitions.store import KEY_PATTERN, Loaded, Texts
-from engine.errors import NotFound, PermissionDenied, Problem, ValidationFailed
+from engine.errors import Conflict, NotFound, PermissionDenied, Problem, ValidationFailed
 from engine.models import DefinitionPublish, Item, TypeDefinition, utcnow
 from engine.permissions import Actor
 
@@ -358,7 +360,7 @@ class DefinitionService:
             created_by_id=self.actor.user_id,
         )
         self.session.add(row)
-        self.session.flush()
+        self._flush()
         entry = self._log(row, "rollback", previous, from_version=version)
         self._committed()
         return Publish(row, entry)
@@ -471,7 +473,7 @@ class DefinitionService:
                 created_by_id=self.actor.user_id,
             )
             self.session.add(row)
-            self.session.flush()
+            self._flush()
             published.append(Publish(row, self._log(row, "import", previous)))
         self._committed()
         return published
@@ -510,7 +512,7 @@ class DefinitionService:
         draft = self._draft_row(key)
         if draft is not None and draft.version <= version:
             draft.version = version + 1
-            self.session.flush()
+            self._flush()
 
     def _log(
         self, row: TypeDefinition, action: str, previous: TypeDefinition | None, *, from_version: int | None = None
@@ -533,12 +535,29 @@ class DefinitionService:
         self.session.add(entry)
         return entry
 
-    def _committed(self) -> None:
+    @contextmanager
+    def _one_winner(self) -> Iterator[None]:
+        """Two publishes of one type at the same moment take the same number: one wins, the
+        other is told and changes nothing."""
         try:
-            self.session.commit()
+            yield
+        except IntegrityError:
+            self.session.rollback()
+            raise Conflict(
+                "Someone else published this type at the same moment, so nothing was published.",
+                "Reload the page to see their version, then publish again if your change is still needed.",
+            ) from None
         except BaseException:
             self.session.rollback()
             raise
+
+    def _flush(self) -> None:
+        with self._one_winner():
+            self.session.flush()
+
+    def _committed(self) -> None:
+        with self._one_winner():
+            self.session.commit()
         if self.after_publish is not None:
             fresh = self.after_publish()
             if fresh is not None:
