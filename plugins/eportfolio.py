@@ -359,10 +359,10 @@ def _seen(session: Session, signature: str, now: float, tolerance: int) -> bool:
 
 def progress_blueprint():
     """``POST /integrations/eportfolio/progress``. Answers JSON: 200 with the item's new
-    version and stored percentage (``progress``: criteria met, weighted); 400 for a body that cannot be read; 401 for a missing, wrong or stale signature;
-    404 for an unknown item; 409 when the item changed at the same moment (send again); 422 for
-    values the item's type refuses; 503 when no secret is set.
-    Nothing is changed unless the answer is 200."""
+    version and stored percentage (``progress``: criteria met, weighted); 400 for a body that
+    cannot be read; 401 for a missing, wrong or stale signature; 404 for an unknown item; 409
+    when the item changed at the same moment (send again); 422 for values or criteria the
+    item's type refuses; 503 when no secret is set. Nothing is changed unless the answer is 200."""
     from flask import Blueprint, current_app, request
 
     from webui import db_session, runtime
