@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from importlib import import_module
 from typing import Any
 
 from flask import Blueprint, Response, current_app, render_template, request, url_for
@@ -609,4 +610,5 @@ def learner(learner_id: int):
         problems=problems,
         in_lists=in_lists,
         documents=documents,
+        qualifications=import_module("webui.qualifications").for_learner(service, found),
     )
