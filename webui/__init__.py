@@ -49,7 +49,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(automations.bp)
     app.register_blueprint(import_module("webui.documents").bp)
     app.register_blueprint(import_module("webui.imports").bp)
-    app.register_blueprint(import_module("webui.imports").bp)
+    app.register_blueprint(import_module("webui.qualifications").bp)
     app.register_blueprint(import_module("webui.type_admin").bp)
     plugin_admin.init_app(app)  # after the built-in pages, so theirs win any clash
     app.add_url_rule("/", endpoint="index")
