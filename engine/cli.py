@@ -178,7 +178,8 @@ def check(folders: tuple[Path, ...]) -> None:
         click.echo(str(problem))
     summary = (
         f"{len(registry.types)} tracker types, {len(registry.workflows)} workflows, "
-        f"{len(registry.roles)} roles loaded; {len(registry.problems)} problem"
+        f"{len(registry.roles)} roles, {len(registry.qualifications)} qualification structures loaded; "
+        f"{len(registry.problems)} problem"
         f"{'' if len(registry.problems) == 1 else 's'}."
     )
     if registry.problems:

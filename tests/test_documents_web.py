@@ -217,6 +217,8 @@ def test_deleting_from_the_page(app, site):
 
 def test_a_step_without_its_documents_is_refused_on_the_page(app, site):
     cleo = client_for(app, "cleo")
+    page = cleo.get(f"/items/{site.portfolio}").get_data(as_text=True)
+    assert "to Signed off; needs accepted Evidence pack, Witness statement" in page  # said before it is tried
     token = csrf(cleo, f"/items/{site.portfolio}")
     before = site.snapshot()
     with site.rt.session() as session:
