@@ -100,7 +100,8 @@ def _json_lines(text: str) -> dict[str, int]:
     """``{pointer: line}`` of a JSON text. JSON is (nearly) YAML flow style, so PyYAML's node
     tree gives the lines; a text it cannot read simply has no lines."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        # PyYAML takes no tab between tokens; a space in its place keeps every line where it was
+        node = yaml.compose(text.replace("\t", " "), Loader=yaml.SafeLoader)
         lines: dict[str, int] = {}
         if node is not None:
             _construct(node, (), lines, yaml.SafeLoader(""))
