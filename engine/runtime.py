@@ -71,8 +71,9 @@ class Runtime:
 
         generation = store.generation(self.engine)
         state = self.__dict__.get("_definitions")
-        if state is not None and state[1] == generation:
-            self.__dict__["_definitions"] = (state[0], generation, time.monotonic())
+        # -1: the database cannot be asked just now; what was loaded stays until it can
+        if state is not None and (state[1] == generation or generation < 0 <= state[1]):
+            self.__dict__["_definitions"] = (state[0], state[1], time.monotonic())
             return False
         registry = store.merge(self.file_registry, store.published(self.engine))
         for problem in registry.problems[len(self.file_registry.problems) :]:
