@@ -31,6 +31,12 @@ PG_ADMIN_URL = os.environ.get("TRACKER_TEST_PG_URL", "postgresql+psycopg://postg
 REDIS_URL = os.environ.get("TRACKER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
+# No test reaches a real third-party service: plugins whose default base URL is a public API
+# point at a closed local port unless a test gives them a fake server of its own. Set in the
+# environment so that CLI subprocesses and live servers inherit it too.
+for _plugin in ("POSTCODE", "COMPANIES_HOUSE"):
+    os.environ.setdefault(f"TRACKER_PLUGIN_{_plugin}_URL", "http://127.0.0.1:9")
+
 
 def service_missing(what: str, error: Exception) -> None:
     """Under CI a missing service fails the run; on a laptop it skips with the reason."""
