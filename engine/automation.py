@@ -423,7 +423,7 @@ def render_values(rows: list[dict], context: dict, tracker_type: TrackerType) ->
     today = date.fromisoformat(context["today"]) if context.get("today") else date.today()
     for row in rows or ():
         name = row["field"]
-        text = sandbox.render(str(row.get("value", "")), context)
+        text = render_text(str(row.get("value", "")), context, f"the value for {name}")
         if text == "":
             continue
         sub = schema_at(tracker_type.schema, name) or {}
@@ -444,6 +444,15 @@ def render_values(rows: list[dict], context: dict, tracker_type: TrackerType) ->
             raise ValueError(f"{label} came out as '{text}', which is not a {kind}") from None
         _put(out, name, value)
     return out
+
+
+def render_text(source: str, context: dict, what: str) -> str:
+    """A template of the automation rendered in the sandbox; anything that goes wrong while
+    rendering (a division by zero, a forbidden attribute) is a ValueError naming ``what``."""
+    try:
+        return sandbox.render(source, context)
+    except Exception as exc:  # noqa: BLE001 - data decides what a template meets
+        raise ValueError(f"{what} could not be made from its template: {exc}") from None
 
 
 def _put(data: dict, dotted: str, value: Any) -> None:

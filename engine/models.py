@@ -312,8 +312,9 @@ class AutomationRun(Base):
     ``trigger_key`` names the trigger instance (``event:<outbox id>``, ``schedule:<local
     time>``, ``date:<field>:<date>``); ``target_key`` is the target item's id, ``-`` for a
     run with no item, or ``*`` for the marker that claims a whole scheduled run.
-    ``status``: ``done``, ``skipped`` or ``failed`` (tried again by the next run), and
-    ``running`` for a marker whose run has not finished.
+    ``status``: ``done``, ``skipped``, ``failed`` (with the reason in ``detail``; taken up
+    again only by a run of the same trigger that resumes a run that died), and ``running``
+    for a marker whose run has not finished.
     """
 
     __tablename__ = "automation_runs"

@@ -573,3 +573,81 @@ def test_the_scheduler_tick_runs_due_automations(tmp_path, db_url, session, regi
     assert Scheduler(rt, clock=lambda: MONDAY + timedelta(minutes=1)).tick().automations == 0
     session.expire_all()
     assert len(items_of(session, "hs_review")) == 1
+
+
+def test_a_failing_action_on_a_date_is_recorded_once_not_every_minute(session, registry, system, service_for, people):
+    """Only assessors and quality move apprentices to gateway, and the creator is neither: the
+    failure is in the history once, with why."""
+    auto = automation(
+        service_for(people["alex"]),
+        {
+            "name": "Gateway on the planned end date",
+            "trigger": {"event": "date_reached", "date_field": "planned_end_date", "offset_days": 0},
+            "scope": {"type_key": "apprenticeship", "filter": {"status": ["on_programme"]}},
+            "action": {"do": "transition", "to_state": "gateway"},
+        },
+    )
+    item = apprentice(system, new_learner(system, 1).id, "asha", planned_end_date=day(0))
+    [report] = runner(session, registry).run_due()
+    assert report.count("failed") == 1
+    assert f"failed for #{item.id}: alex may not 'Move to gateway' on item #{item.id}" in report.summary()
+    for minutes in (1, 2, 60):
+        assert runner(session, registry, MONDAY + timedelta(minutes=minutes)).run_due() == []
+    assert len(history(session, auto.id)) == 1
+
+
+def test_a_template_that_breaks_on_the_data_is_a_recorded_failure(session, registry, system, service_for, people):
+    apprentice(system, new_learner(system, 1).id, "asha", otj_hours_planned=0)
+    auto = automation(
+        service_for(people["alex"]),
+        {
+            "name": "Hours per week",
+            "trigger": {"event": "schedule", "every": "day", "at": "07:00"},
+            "scope": {"type_key": "apprenticeship"},
+            "action": {
+                "do": "notify",
+                "recipient": "assignee",
+                "message": "{{ (data.otj_hours_logged or 0) / data.otj_hours_planned }} of the plan",
+            },
+        },
+    )
+    [report] = runner(session, registry).run_due()
+    assert report.count("failed") == 1 and "the message could not be made from its template" in report.summary()
+    assert session.scalars(select(Outbox).where(Outbox.idempotency_key.like(f"automation:{auto.id}:%"))).all() == []
+
+
+def test_automations_feeding_each_other_stop_after_a_chain_of_five(session, registry, system, service_for, people):
+    alex = service_for(people["alex"])
+    values = {"job": ["employer_name", "job_title"], "education": ["course_title", "provider_name"]}
+    for source, made in (("job", "education"), ("education", "job")):
+        rows = [{"field": name, "value": "Loop"} for name in values[made]] + [
+            {"field": "start_date", "value": "{{ data.start_date }}"}
+        ]
+        automation(
+            alex,
+            {
+                "name": f"{source} makes {made}",
+                "trigger": {"event": "created"},
+                "scope": {"type_key": source},
+                "action": {"do": "create_item", "type_key": made, "values": rows},
+            },
+        )
+    learner = new_learner(system, 1)
+    first = system.create("job", {"employer_name": "A", "job_title": "B", "start_date": day(-3)}, subject_id=learner.id)
+    handled, stopped = set(), []
+    while True:  # deliver every new "created" event, as the relay would, until nothing new happens
+        rows = [
+            o
+            for o in session.scalars(select(Outbox).where(Outbox.kind == "item_event").order_by(Outbox.id))
+            if o.payload.get("event") == "created" and o.id not in handled
+        ]
+        if not rows:
+            break
+        for row in rows:
+            handled.add(row.id)
+            stopped += [r for r in deliver(session, registry, row) if r.failure]
+    made = session.scalar(select(func.count()).select_from(Item).where(Item.type_key.in_(["job", "education"])))
+    assert made == 1 + 5  # the job made by hand, then five made by the automations
+    [report] = stopped
+    assert "at the end of a chain of 5 items that automations created from each other" in report.failure
+    assert first.id

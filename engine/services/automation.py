@@ -28,13 +28,23 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from jinja2 import TemplateError
 from sqlalchemy import event as orm_event
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from engine import assignment, notifications, permissions, sandbox
-from engine.automation import ACTIVE_STATE, EVENT_TRIGGERS, Spec, render_values, target_context, tasklist_of, to_local
+from engine.automation import (
+    ACTIVE_STATE,
+    EVENT_TRIGGERS,
+    Spec,
+    render_text,
+    render_values,
+    target_context,
+    tasklist_of,
+    to_local,
+)
 from engine.automation import to_utc as local_to_utc
 from engine.definitions.model import Registry, TrackerType
 from engine.errors import NotFound, TrackerError, ValidationFailed
@@ -241,10 +251,16 @@ class AutomationService:
     def _event_run(self, automation: Item, spec: Spec, outbox_id: int, item_id: int) -> RunReport | None:
         trigger_key = f"event:{outbox_id}"
         report = RunReport(automation.id, spec.name, f"{spec.event} #{item_id}")
-        actor, failure = self._actor(automation, spec)
         tracker_type = self.registry.types.get(spec.scope_type or "")
-        if failure is None and tracker_type is None:
+        if tracker_type is None:
             failure = f"the tracker type '{spec.scope_type}' no longer exists"
+            return self._whole_run_failed(automation, report, trigger_key, failure)
+        actor, failure = self._actor(automation, spec)
+        today = to_local(self.clock(), self.zone).date()
+        where = self._where(spec, tracker_type, actor, today)
+        target = self.session.scalar(select(Item).where(Item.id == item_id, where))
+        if target is None:
+            return None  # the item is not one the automation is for: nothing to say
         if failure is None and self._chain_depth(item_id) >= MAX_CHAIN:
             failure = (
                 f"#{item_id} comes at the end of a chain of {MAX_CHAIN} items that automations created "
@@ -252,11 +268,6 @@ class AutomationService:
             )
         if failure is not None:
             return self._whole_run_failed(automation, report, trigger_key, failure)
-        today = to_local(self.clock(), self.zone).date()
-        where = self._where(spec, tracker_type, actor, today)
-        target = self.session.scalar(select(Item).where(Item.id == item_id, where))
-        if target is None:
-            return None  # the item is not one the automation is for
         trigger = {"event": spec.event, "at": self.clock().isoformat(timespec="minutes")}
         report.outcomes.append(self._act(spec, actor, trigger_key, target, trigger, today))
         return self._recorded(automation, report)
@@ -355,7 +366,6 @@ class AutomationService:
                         AutomationRun.automation_id == automation.id,
                         AutomationRun.target_key.in_([k[0] for k in keys]),
                         AutomationRun.trigger_key.in_([k[1] for k in keys]),
-                        AutomationRun.status != "failed",
                     )
                 ).all()
             )
@@ -431,7 +441,7 @@ class AutomationService:
         try:
             with self._capture_created(row, spec):
                 outcome = self._perform(spec, actor, trigger_key, target, trigger, today)
-        except (TrackerError, ValueError) as exc:
+        except (TrackerError, ValueError, TemplateError) as exc:
             self.session.rollback()
             reason = _reason(exc)
             self._failed(spec.id, trigger_key, target_key, reason)
@@ -618,7 +628,7 @@ class AutomationService:
         about = target if target is not None else self.session.get(Item, spec.id)
         recipient = action["recipient"]
         ids = notifications.recipients(self.session, about, recipient)
-        text = sandbox.render(action.get("message") or "", context) or f"{spec.name}: {about.title}"
+        text = render_text(action.get("message") or "", context, "the message") or f"{spec.name}: {about.title}"
         target_id = target.id if target is not None else None
         if not ids:
             self.session.rollback()
@@ -814,7 +824,7 @@ class AutomationService:
             permissions.require(actor, "items.view", tracker_type, target)
             count = len(notifications.recipients(self.session, target, action["recipient"]))
             return PreviewRow(target, "act", f"would notify {count} {'person' if count == 1 else 'people'}")
-        except (TrackerError, ValueError) as exc:
+        except (TrackerError, ValueError, TemplateError) as exc:
             return PreviewRow(target, "fail", f"would fail: {_reason(exc)}")
 
 
@@ -823,6 +833,8 @@ def _reason(exc: Exception) -> str:
         return "; ".join(str(p) for p in exc.problems)
     if isinstance(exc, TrackerError):
         return str(exc)
+    if isinstance(exc, TemplateError):
+        return f"a template of the automation does not work: {exc}"
     return str(exc) or type(exc).__name__
 
 
