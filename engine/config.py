@@ -65,6 +65,13 @@ class Settings:
     import_max_bytes: int = 50 * 1024 * 1024
     #: the most rows one import file may hold
     import_max_rows: int = 200_000
+    #: minutes without a request after which a web sign-in ends (besides ``session_hours``)
+    session_idle_minutes: float = 30.0
+    #: failed sign-ins (passwords and two-factor codes) within ``lockout_minutes`` that lock an account
+    lockout_attempts: int = 5
+    lockout_minutes: float = 15.0
+    #: reverse proxies in front of the app whose X-Forwarded-For/-Proto are trusted (0: none)
+    proxy_count: int = 0
 
     def plugin(self, name: str) -> PluginSettings:
         """The settings of plugin ``name``: ``TRACKER_PLUGIN_<NAME>_<KEY>`` as ``{key: value}``
@@ -123,6 +130,7 @@ class Settings:
             queue_name=env.get("TRACKER_QUEUE_NAME", "").strip(),
             import_max_bytes=_import_limit("TRACKER_IMPORT_MAX_BYTES", env.get("TRACKER_IMPORT_MAX_BYTES", ""), "50M"),
             import_max_rows=_import_limit("TRACKER_IMPORT_MAX_ROWS", env.get("TRACKER_IMPORT_MAX_ROWS", ""), "200000"),
+            **_security_settings(env),
         )
 
 
@@ -175,18 +183,17 @@ def _import_limit(name: str, text: str, default: str) -> int:
     return int(number) * factor
 
 
-def _import_limit(name: str, text: str, default: str) -> int:
-    """``TRACKER_IMPORT_MAX_BYTES`` / ``_ROWS``: a whole number, with K, M or G after it for
-    thousands (bytes: 1024s); empty means ``default``."""
-    text = (text.strip() or default).upper().removesuffix("B")
-    factor = {"K": 1024, "M": 1024**2, "G": 1024**3}.get(text[-1:], 1)
-    number = text[:-1] if factor > 1 else text
-    if not number.isdigit() or int(number) < 1:
-        raise TrackerError(
-            f"{name} is not a positive number: '{text}'.",
-            f"Set it to a whole number (K, M or G may follow, e.g. 50M), or leave it unset for {default}.",
-        )
-    return int(number) * factor
+def _security_settings(env) -> dict:
+    """``TRACKER_SESSION_IDLE_MINUTES`` (30), ``TRACKER_LOCKOUT_ATTEMPTS`` (5; 0 switches lockout
+    off), ``TRACKER_LOCKOUT_MINUTES`` (15) and ``TRACKER_PROXY_COUNT`` (0)."""
+    from engine.limits import whole_number
+
+    return {
+        "session_idle_minutes": whole_number(env, "TRACKER_SESSION_IDLE_MINUTES", 30, low=1, high=24 * 60),
+        "lockout_attempts": whole_number(env, "TRACKER_LOCKOUT_ATTEMPTS", 5, low=0, high=1000),
+        "lockout_minutes": whole_number(env, "TRACKER_LOCKOUT_MINUTES", 15, low=1, high=7 * 24 * 60),
+        "proxy_count": whole_number(env, "TRACKER_PROXY_COUNT", 0, low=0, high=5),
+    }
 
 
 def _byte_size(text: str) -> int:

@@ -546,3 +546,74 @@ class ImportProblem(Base):
     advice: Mapped[str] = mapped_column(Text, default="")
     kind: Mapped[str] = mapped_column(String(16), default="invalid")
     existing_id: Mapped[int | None]
+
+
+class AuditEntry(Base):
+    """One security-relevant event, written in the same transaction as the change it records
+    (see :mod:`engine.audit`): sign-ins and their failures, lockouts, sign-outs, two-factor
+    changes, API tokens, user and role changes, bulk exports and definition publishes (linked
+    to their own ``bulk_exports`` / ``definition_publishes`` rows), plugin administration.
+
+    ``actor_*`` is who did it (``system`` for the command line); ``user_*`` the account it
+    concerns, with ``username`` as typed for a sign-in attempt on a name that does not exist."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_at", "at"),
+        Index("ix_audit_log_kind_at", "kind", "at"),
+        Index("ix_audit_log_actor_at", "actor_id", "at"),
+        Index("ix_audit_log_user_at", "user_id", "at"),
+    )
+
+    id: Mapped[intpk]
+    at: Mapped[created_at]
+    kind: Mapped[str] = mapped_column(String(48))
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    actor_name: Mapped[str] = mapped_column(String(64), default="")
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    username: Mapped[str] = mapped_column(String(64), default="")
+    #: the client's address; empty for the command line and background work
+    address: Mapped[str] = mapped_column(String(64), default="")
+    #: what else was concerned, in words: a role, a token, a type and version, a file
+    target: Mapped[str] = mapped_column(String(300), default="")
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    bulk_export_id: Mapped[int | None] = mapped_column(ForeignKey("bulk_exports.id", ondelete="SET NULL"))
+    definition_publish_id: Mapped[int | None] = mapped_column(
+        ForeignKey("definition_publishes.id", ondelete="SET NULL")
+    )
+
+    bulk_export: Mapped[BulkExport | None] = relationship()
+    definition_publish: Mapped[DefinitionPublish | None] = relationship()
+
+
+class LoginLockout(Base):
+    """Failed sign-ins of one account (wrong passwords and wrong two-factor codes) counted within
+    ``TRACKER_LOCKOUT_MINUTES`` of the first; at ``TRACKER_LOCKOUT_ATTEMPTS`` the account is
+    locked (``locked_at``) until a user administrator unlocks it. A successful sign-in clears it."""
+
+    __tablename__ = "login_lockouts"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    failures: Mapped[int] = mapped_column(default=0)
+    first_failed_at: Mapped[datetime | None]
+    locked_at: Mapped[datetime | None]
+
+
+class WebSession(Base):
+    """One web sign-in. The browser's cookie carries a random id whose SHA-256 is ``token_hash``;
+    signing out, the idle timeout, the absolute lifetime or a change of the user's session epoch
+    end it here (``ended_at``, ``ended_reason``), so a copied cookie stops working too."""
+
+    __tablename__ = "web_sessions"
+    __table_args__ = (Index("ix_web_sessions_user", "user_id", "ended_at"),)
+
+    id: Mapped[intpk]
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    created_at: Mapped[created_at]
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None]
+    #: ``signed_out``, ``idle``, ``expired``, ``replaced`` (a new sign-in in the same browser) or ``ended`` (epoch)
+    ended_reason: Mapped[str | None] = mapped_column(String(16))
+    address: Mapped[str] = mapped_column(String(64), default="")
+    user_agent: Mapped[str] = mapped_column(String(200), default="")

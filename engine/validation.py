@@ -17,6 +17,7 @@ from jsonschema.exceptions import ValidationError, best_match
 
 from engine.definitions.sourcemap import pointer
 from engine.errors import Problem
+from engine.limits import PatternTimeout, pattern_search
 
 format_checker = FormatChecker(formats=())
 
@@ -64,7 +65,7 @@ def make_validator(schema: dict, field_validators: Mapping[str, Callable[[Any, d
     property's ``x-validator`` names the checks its value must also pass; each runs only
     once the rest of the property's schema accepts the value."""
     if field_validators is None:
-        return Draft202012Validator(schema, format_checker=format_checker)
+        return _Timed(schema, format_checker=format_checker)
     checks = field_validators  # kept by reference: callers cache validators by its id()
 
     def x_validator(validator, names, instance, node):
@@ -83,8 +84,26 @@ def make_validator(schema: dict, field_validators: Mapping[str, Callable[[Any, d
             except Exception as exc:  # Invalid says what is wrong; anything else is a crash
                 yield ValidationError(str(exc), cause=exc if hasattr(exc, "advice") else _Unchecked(name, "failed"))
 
-    cls = validators.extend(Draft202012Validator, {"x-validator": x_validator})
+    cls = validators.extend(_Timed, {"x-validator": x_validator})
     return cls(schema, format_checker=format_checker)
+
+
+def _timed_pattern(validator, pattern, instance, _schema):
+    """``pattern`` with a time limit (see :mod:`engine.limits`): a value that takes too long
+    is refused rather than holding the server."""
+    if not validator.is_type(instance, "string"):
+        return
+    try:
+        if not pattern_search(pattern, instance):
+            yield ValidationError(f"{instance!r} does not match {pattern!r}")
+    except PatternTimeout:
+        yield ValidationError(
+            "took too long to check", cause=_Unchecked("pattern", "took too long on this value; shorten the value")
+        )
+
+
+#: Draft 2020-12 with ``pattern`` run under a time limit
+_Timed = validators.extend(Draft202012Validator, {"pattern": _timed_pattern})
 
 
 class _Unchecked(Exception):
@@ -186,6 +205,12 @@ def _plain_problem(error: ValidationError, root: dict | None = None) -> Problem:
     if kind == "format":
         words, default_advice = _FORMAT_WORDS.get(arg, (f"must be a valid {arg}", ""))
         return Problem(path, f"{label} {words}", advice or default_advice)
+    if kind == "pattern" and isinstance(error.cause, _Unchecked):
+        return Problem(
+            path,
+            f"{label} took too long to check against its pattern",
+            "Shorten the value, or ask an administrator to simplify the field's pattern.",
+        )
     if kind == "pattern":
         return Problem(
             path,

@@ -430,6 +430,11 @@ def update_field(draft: Draft, path: str, change: FieldChange) -> None:
                 re.compile(pattern)
             except re.error as exc:
                 raise refuse("pattern", f"The pattern does not compile: {exc}", "Write a regular expression.") from None
+            from engine.limits import pattern_problem
+
+            unsafe = pattern_problem(pattern)
+            if unsafe is not None:
+                raise refuse("pattern", f"The pattern {unsafe[0].removeprefix(repr(pattern) + ' ')}", unsafe[1])
         _set_or_drop(node, "pattern", pattern)
     if change.required is not None:
         required = [r for r in holder.get("required") or () if r != name]

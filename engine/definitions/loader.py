@@ -19,6 +19,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
+from engine import limits
 from engine.definitions.model import (
     PSEUDO_ROLES,
     Action,
@@ -43,7 +44,7 @@ from engine.definitions.model import (
 )
 from engine.definitions.qualifications import load_qualifications
 from engine.definitions.sourcemap import Document, SourceError, parse_json, parse_yaml, pointer, read_json, read_yaml
-from engine.sandbox import ExpressionError, compile_expression, compile_template, relative_date
+from engine.sandbox import ExpressionError, check_limits, compile_expression, compile_template, relative_date
 from engine.validation import (
     choices,
     make_validator,
@@ -142,7 +143,7 @@ class _Collector:
         except SourceError as exc:
             self.problems.append(
                 DefinitionProblem(
-                    self.display(path), exc.line, "", exc.message, "Fix the syntax; the file was skipped."
+                    self.display(path), exc.line, "", exc.message, exc.advice or "Fix the syntax; the file was skipped."
                 )
             )
         except OSError as exc:
@@ -238,6 +239,11 @@ def _check_expression(out: _Collector, doc: Document, ptr: str, source: str, tem
         example = "'{{ data.name }}'" if template else "\"data.severity == 'high'\""
         kind = "template" if template else "expression"
         out.add(doc, ptr, f"{kind} does not compile: {exc}", f"Write a Jinja2 {kind} such as {example}.")
+        return
+    too_much = check_limits(source, template)
+    if too_much is not None:
+        kind = "template" if template else "expression"
+        out.add(doc, ptr, f"{kind} goes past the sandbox's limits: {too_much}", "Build smaller values and loops.")
 
 
 def _load_workflow(path: Path, registry: Registry, out: _Collector):
@@ -639,6 +645,22 @@ def _check_schema(doc: Document, out: _Collector) -> None:
         return
     if schema.get("type") != "object":
         out.add(doc, "/type", "the item's data must be an object", 'Set "type": "object" at the top level.')
+    _check_hostile_schema(doc, out)
+
+
+def _check_hostile_schema(doc: Document, out: _Collector) -> None:
+    """What a valid JSON Schema may still do to the server: fetch or loop through ``$ref``,
+    or carry a ``pattern`` that takes exponential time (see :mod:`engine.limits`)."""
+    for ptr, message, advice in limits.ref_problems(doc.value):
+        out.add(doc, ptr, message, advice)
+    for ptr, node in limits.schema_nodes(doc.value):
+        problem = limits.pattern_problem(node.get("pattern"))
+        if problem is not None:
+            out.add(doc, f"{ptr}/pattern", *problem)
+        for name in node.get("patternProperties") or {} if isinstance(node.get("patternProperties"), dict) else {}:
+            problem = limits.pattern_problem(name)
+            if problem is not None:
+                out.add(doc, f"{ptr}/patternProperties", *problem)
 
 
 def _check_migrations(steps, schema: dict, doc: Document, out: _Collector) -> None:

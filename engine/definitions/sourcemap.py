@@ -14,12 +14,22 @@ from typing import Any
 
 import yaml
 
+from engine import limits
+
 
 class SourceError(ValueError):
-    def __init__(self, message: str, line: int | None = None) -> None:
+    def __init__(self, message: str, line: int | None = None, advice: str = "") -> None:
         super().__init__(message)
         self.message = message
         self.line = line
+        self.advice = advice
+
+
+_TOO_LARGE_ADVICE = "Split the definition up or simplify it; the file was skipped."
+
+
+def _too_large(exc: Exception) -> SourceError:
+    return SourceError(f"is too large: it {exc}", None, _TOO_LARGE_ADVICE)
 
 
 @dataclass
@@ -53,19 +63,33 @@ def read_yaml(path: Path) -> Document:
 
 
 def parse_yaml(text: str, path: Path) -> Document:
-    """A YAML document from text (a definition kept in the database), as if read from ``path``."""
+    """A YAML document from text (a definition kept in the database), as if read from ``path``.
+    Documents past the limits of :mod:`engine.limits` (size, depth, values counting each use
+    of an alias) are refused before they are built."""
     try:
+        limits.check_text_size(text)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else None
         raise SourceError(f"not valid YAML: {exc.problem}", line) from None
+    except limits.DefinitionTooLarge as exc:
+        raise _too_large(exc) from None
+    except RecursionError:
+        raise _too_large(limits.DefinitionTooLarge("nests too deeply")) from None
     lines: dict[str, int] = {}
     loader = yaml.SafeLoader("")
-    value = _construct(node, (), lines, loader) if node is not None else None
+    try:
+        value = _construct(node, (), lines, loader, budget=limits.Budget()) if node is not None else None
+    except limits.DefinitionTooLarge as exc:
+        raise _too_large(exc) from None
     return Document(path, value, lines)
 
 
-def _construct(node, parts: tuple, lines: dict[str, int], loader, line: int | None = None) -> Any:
+def _construct(
+    node, parts: tuple, lines: dict[str, int], loader, line: int | None = None, budget: limits.Budget | None = None
+) -> Any:
+    if budget is not None:
+        budget.spend(len(parts))
     # A mapping entry is reported on its key's line: the value may start on the next one.
     lines[pointer(parts)] = line or node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
@@ -74,10 +98,10 @@ def _construct(node, parts: tuple, lines: dict[str, int], loader, line: int | No
             key = loader.construct_object(key_node, deep=True)
             if key in result:
                 raise SourceError(f"duplicate key {key!r}", key_node.start_mark.line + 1)
-            result[key] = _construct(value_node, (*parts, key), lines, loader, key_node.start_mark.line + 1)
+            result[key] = _construct(value_node, (*parts, key), lines, loader, key_node.start_mark.line + 1, budget)
         return result
     if isinstance(node, yaml.SequenceNode):
-        return [_construct(child, (*parts, i), lines, loader) for i, child in enumerate(node.value)]
+        return [_construct(child, (*parts, i), lines, loader, None, budget) for i, child in enumerate(node.value)]
     value = loader.construct_object(node, deep=True)
     # YAML turns 2025-08-01 into a date; definitions carry ISO strings like JSON does.
     return value.isoformat() if hasattr(value, "isoformat") else value
@@ -88,11 +112,17 @@ def read_json(path: Path) -> Document:
 
 
 def parse_json(text: str, path: Path) -> Document:
-    """A JSON document from text, as if read from ``path``."""
+    """A JSON document from text, as if read from ``path`` (within the limits of :mod:`engine.limits`)."""
     try:
+        limits.check_text_size(text)
         value = json.loads(text)
+        limits.check_structure(value)
     except json.JSONDecodeError as exc:
         raise SourceError(f"not valid JSON: {exc.msg} (column {exc.colno})", exc.lineno) from None
+    except limits.DefinitionTooLarge as exc:
+        raise _too_large(exc) from None
+    except RecursionError:
+        raise _too_large(limits.DefinitionTooLarge("nests too deeply")) from None
     return Document(path, value, json_text=text)
 
 
