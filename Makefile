@@ -37,6 +37,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/create_items.py
 	$(BIN)/python bench/notifications.py
+	$(BIN)/python bench/import.py
 	$(BIN)/python bench/load.py
 
 clean:

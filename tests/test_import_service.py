@@ -3,6 +3,8 @@ duplicates reported and not created, batches that never leave half a record."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from sqlalchemy import func, select
 
@@ -410,3 +412,36 @@ def test_importing_a_finance_field_needs_finance_view(importer):
 def test_an_unknown_type_is_not_found(importer):
     with pytest.raises(NotFound):
         importer.open("unicorn", "u.csv", csv_bytes("a", "b"))
+
+
+def test_a_format_a_plugin_adds_is_read_by_its_extension(service_for, clerk):
+    """A plugin's ``tracker_import_formats`` reader (here JSON lines) feeds the same import."""
+    from engine.hookspecs import hookimpl
+    from engine.plugins import ImportFormat, Invalid
+    from tests.plugin_helpers import host_of
+
+    def read_json_lines(data: bytes):
+        for number, line in enumerate(data.decode().splitlines(), start=1):
+            try:
+                yield number, json.loads(line)
+            except json.JSONDecodeError:
+                raise Invalid(f"Line {number} is not JSON.", "Write one JSON object per line.") from None
+
+    class JsonLines:
+        @hookimpl
+        def tracker_import_formats(self):
+            return [ImportFormat("jsonl", "JSON lines", (".jsonl",), read_json_lines)]
+
+    formats = host_of(("jsonlines", JsonLines())).import_formats()
+    importer = ImportService(service_for(clerk), formats=formats)
+    rows = [
+        {"given_name": "Ann", "family_name": "Lee", "date_of_birth": "2001-02-03"},
+        {"given_name": "Bob", "date_of_birth": "2001-02-03", "family_name": ""},
+    ]
+    content = "\n".join(json.dumps(r) for r in rows).encode()
+    summary = importer.run(importer.open("learner", "people.jsonl", content))
+    assert summary.created == 1
+    assert [(p.line, p.column) for p in summary.problems] == [(2, "family_name")]
+    with pytest.raises(FileRefused) as refused:
+        importer.open("learner", "people.jsonl", b'{"given_name": "Ann"}\nnot json\n')
+    assert refused.value.problems[0].message == "Line 2 is not JSON."

@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Table, inspect, text
+from sqlalchemy import JSON, Table, inspect, text
 from sqlalchemy.orm import Session
 
 from engine.models import Event, Item, Outbox, utcnow
@@ -28,8 +28,9 @@ def insert_new_items(session: Session, actor: Actor, items: list[Item]) -> tuple
     now = utcnow()
     rows = _item_rows(items, actor, now)
     ids = _insert_with_ids(session, Item.__table__, rows)
-    session.connection().execute(
-        Event.__table__.insert(),
+    insert_rows(
+        session,
+        Event.__table__,
         [
             {
                 "item_id": item_id,
@@ -110,7 +111,7 @@ def _insert_with_ids(session: Session, table: Table, rows: list[dict]) -> list[i
                 {"table": table.name, "n": len(rows)},
             ).scalars()
         )
-        connection.execute(table.insert(), [{**row, "id": i} for row, i in zip(rows, ids, strict=True)])
+        copy_rows(session, table, [{**row, "id": i} for row, i in zip(rows, ids, strict=True)])
         return ids
     # SQLite gives each row of one INSERT the next rowid, one writer at a time, so the new ids
     # in ascending order are the rows' order (keeping the order otherwise means a row at a time)
@@ -118,3 +119,29 @@ def _insert_with_ids(session: Session, table: Table, rows: list[dict]) -> list[i
     if len(ids) != len(rows):
         raise RuntimeError(f"{len(rows)} rows were inserted into {table.name} but {len(ids)} ids came back")
     return ids
+
+
+def insert_rows(session: Session, table: Table, rows: list[dict]) -> None:
+    """Insert ``rows`` (all with the same keys): COPY on PostgreSQL, executemany elsewhere."""
+    if session.connection().dialect.name == "postgresql":
+        copy_rows(session, table, rows)
+    else:
+        session.connection().execute(table.insert(), rows)
+
+
+def copy_rows(session: Session, table: Table, rows: list[dict]) -> None:
+    """PostgreSQL's COPY into ``table`` inside the session's transaction: the same rows an
+    INSERT would write (column defaults aside: every column is given), several times faster."""
+    if not rows:
+        return
+    from psycopg.types.json import Jsonb
+
+    names = list(rows[0])
+    is_json = [isinstance(table.c[name].type, JSON) for name in names]
+    columns = ", ".join(f'"{name}"' for name in names)
+    driver = session.connection().connection.driver_connection
+    with driver.cursor() as cursor, cursor.copy(f'COPY "{table.name}" ({columns}) FROM STDIN') as copy:
+        for row in rows:
+            copy.write_row(
+                [Jsonb(row[n]) if j and row[n] is not None else row[n] for n, j in zip(names, is_json, strict=True)]
+            )

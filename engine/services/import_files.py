@@ -53,9 +53,12 @@ class Table:
         return len(self.rows)
 
 
-def read_table(filename: str, content: bytes, *, encoding: str = "utf-8", max_rows: int = 200_000) -> Table:
-    """Read ``content`` as an XLSX workbook (by its name or its first bytes) or as CSV text
-    in ``encoding``. Blank rows are left out. Raises FileRefused."""
+def read_table(
+    filename: str, content: bytes, *, encoding: str = "utf-8", max_rows: int = 200_000, formats: dict | None = None
+) -> Table:
+    """Read ``content`` as an XLSX workbook (by its name or its first bytes), as a format a
+    plugin adds (``formats``: :class:`engine.plugins.ImportFormat` by key, chosen by the file
+    name's extension) or as CSV text in ``encoding``. Blank rows are left out. Raises FileRefused."""
     if not content or not content.strip():
         raise refused(
             f"{filename or 'The file'} is empty.",
@@ -67,8 +70,11 @@ def read_table(filename: str, content: bytes, *, encoding: str = "utf-8", max_ro
             f"{filename} is an old Excel 97-2003 workbook (.xls), which cannot be read.",
             "Open it in your spreadsheet program and save it as an Excel workbook (.xlsx) or as CSV UTF-8.",
         )
+    plugin_format = _plugin_format(lower, formats)
     if lower.endswith(".xlsx") or content.startswith(XLSX_MAGIC):
         headers, rows = _xlsx_rows(filename, content)
+    elif plugin_format is not None:
+        headers, rows = _plugin_rows(filename, content, plugin_format)
     else:
         headers, rows = _csv_rows(filename, content, encoding)
     headers = [_header_text(h) for h in headers]
@@ -186,6 +192,35 @@ def _csv_rows(filename: str, content: bytes, encoding: str) -> tuple[list[str], 
             "double quotes), or save the file again from your spreadsheet program.",
         ) from None
     return headers, rows
+
+
+# -- formats plugins add ----------------------------------------------------------------------------------
+
+
+def _plugin_format(lower_name: str, formats: dict | None):
+    """The plugin format for this file name's extension; CSV and XLSX are read here."""
+    for fmt in (formats or {}).values():
+        if fmt.key != "csv" and any(lower_name.endswith(ext) for ext in fmt.extensions):
+            return fmt
+    return None
+
+
+def _plugin_rows(filename: str, content: bytes, fmt) -> tuple[list[str], list[tuple[int, list[Any]]]]:
+    from engine.plugins import Invalid
+
+    try:
+        records = list(fmt.read(content))
+    except Invalid as exc:
+        raise refused(exc.message, exc.advice or f"Check that {filename} is a {fmt.label} file.") from None
+    except Exception as exc:  # noqa: BLE001 - a plugin's reader failing is the file's problem to the user
+        raise refused(
+            f"{filename} could not be read as {fmt.label}: {exc}",
+            "Save it as CSV UTF-8 or as an Excel workbook (.xlsx) instead.",
+        ) from None
+    headers: list[str] = []
+    for _line, record in records:
+        headers += [name for name in record if name not in headers]
+    return headers, [(line, [record.get(name) for name in headers]) for line, record in records]
 
 
 # -- XLSX -----------------------------------------------------------------------------------------------

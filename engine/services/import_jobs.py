@@ -40,7 +40,11 @@ PROBLEMS_PER_PAGE = 50
 
 def importer(runtime: Runtime, session: Session, actor: Actor) -> ImportService:
     """The import service for ``actor`` with this installation's limits."""
-    return ImportService(runtime.items(session, actor), max_rows=runtime.settings.import_max_rows)
+    return ImportService(
+        runtime.items(session, actor),
+        max_rows=runtime.settings.import_max_rows,
+        formats=runtime.plugins.import_formats(),
+    )
 
 
 def check_size(runtime: Runtime, filename: str, size: int) -> None:
@@ -202,7 +206,13 @@ def failed_rows_csv(runtime: Runtime, job: ImportJob) -> tuple[str, Iterator[str
             .order_by(ImportProblem.line, ImportProblem.id)
         )
         reasons = reasons_by_line(session.scalars(stmt))
-    table = read_table(job.filename, content, encoding=job.encoding, max_rows=max(job.total_rows, 1))
+    table = read_table(
+        job.filename,
+        content,
+        encoding=job.encoding,
+        max_rows=max(job.total_rows, 1),
+        formats=runtime.plugins.import_formats(),
+    )
     stem = job.filename.rsplit(".", 1)[0] or "import"
     return f"{stem}-rows-not-imported.csv", problem_rows_csv(table, reasons)
 

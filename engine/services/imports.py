@@ -185,10 +185,14 @@ class ImportService:
             (each batch commits or rolls back).
         chunk_size: rows validated and written together.
         max_rows: the most rows one file may hold.
+        formats: file formats plugins add (``PluginHost.import_formats()``), besides CSV and XLSX.
     """
 
-    def __init__(self, items: ItemService, *, chunk_size: int = CHUNK_SIZE, max_rows: int = 200_000) -> None:
+    def __init__(
+        self, items: ItemService, *, chunk_size: int = CHUNK_SIZE, max_rows: int = 200_000, formats: dict | None = None
+    ) -> None:
         self.items = items
+        self.formats = formats
         self.session = items.session
         self.actor = items.actor
         self.registry = items.registry
@@ -213,7 +217,7 @@ class ImportService:
         """Check permissions, read the file and map its columns. Raises PermissionDenied,
         NotFound, or FileRefused saying what is wrong with the file."""
         tracker_type = self.require_import(type_key)
-        table = read_table(filename, content, encoding=encoding, max_rows=self.max_rows)
+        table = read_table(filename, content, encoding=encoding, max_rows=self.max_rows, formats=self.formats)
         return ImportPlan(tracker_type, table, self.map_columns(tracker_type, table.headers))
 
     def map_columns(self, tracker_type: TrackerType, headers: list[str]) -> list[Column]:
