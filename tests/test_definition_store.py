@@ -338,3 +338,21 @@ def test_two_publishes_at_the_same_moment_one_wins(defs, session, registry, engi
             other.rollback("bike_loan", 1)
         assert "at the same moment" in lost.value.message
         assert counts(session) == before
+
+
+def test_an_oversized_zip_is_refused(defs, session, tmp_path):
+    bundle = tmp_path / "many.zip"
+    with zipfile.ZipFile(bundle, "w") as archive:
+        for i in range(501):
+            archive.writestr(f"junk/{i}.txt", "x")
+    before = counts(session)
+    with pytest.raises(ValidationFailed) as refused:
+        defs.import_folder(bundle)
+    assert "holds more than 500 files" in refused.value.problems[0].message
+    big = tmp_path / "big.zip"
+    with zipfile.ZipFile(big, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("tracker_types/huge/type.yaml", "#" * (600 * 1024))
+    with pytest.raises(ValidationFailed) as refused:
+        defs.import_folder(big)
+    assert "is too large" in refused.value.problems[0].message
+    assert counts(session) == before

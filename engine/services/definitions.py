@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from engine import permissions
+from engine import audit, permissions
 from engine.definitions import store
 from engine.definitions.documents import (
     diff,
@@ -40,6 +40,8 @@ from engine.permissions import Actor
 
 #: the largest definition document accepted (a guard against pasting a data dump)
 MAX_DOCUMENT_BYTES = 512 * 1024
+#: the most files a .zip to import may hold
+MAX_BUNDLE_FILES = 500
 
 
 class DefinitionRejected(ValidationFailed):
@@ -533,6 +535,13 @@ class DefinitionService:
             ),
         )
         self.session.add(entry)
+        audit.record(
+            self.session,
+            f"definition.{action}",
+            actor=self.actor,
+            target=f"type {row.type_key} version {row.version}" + (f" from {from_version}" if from_version else ""),
+            definition_publish=entry,
+        )
         return entry
 
     @contextmanager
@@ -644,6 +653,17 @@ class _opened:
             )
         self.tmp = Path(tempfile.mkdtemp(prefix="tracker-import-"))
         with zipfile.ZipFile(self.source) as archive:
+            if len(archive.infolist()) > MAX_BUNDLE_FILES:
+                raise ValidationFailed(
+                    [
+                        Problem(
+                            "source",
+                            f"{self.source.name} holds more than {MAX_BUNDLE_FILES} files",
+                            "A definitions folder holds a few small files: zip only that folder.",
+                        )
+                    ],
+                    "Nothing was imported.",
+                )
             for info in archive.infolist():
                 name = PurePosixPath(info.filename)
                 if info.is_dir() or name.is_absolute() or ".." in name.parts:
