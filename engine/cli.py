@@ -769,5 +769,7 @@ from engine.cli_progress import progress  # noqa: E402 - tracker progress show|t
 cli.add_command(documents)
 cli.add_command(progress)
 
+cli.add_command(__import__("engine.cli_security", fromlist=["audit_group"]).audit_group)  # also: users unlock
+
 if __name__ == "__main__":
     cli(prog_name="tracker")

@@ -343,11 +343,18 @@ def recent_error_count(session: Session, now: datetime | None = None) -> int:
     return session.scalar(select(func.count()).select_from(PluginError).where(PluginError.at >= since)) or 0
 
 
-def clear_errors(session: Session) -> int:
-    """Delete every stored plugin error (an admin read them); returns how many."""
+def clear_errors(session: Session, actor=None, address: str = "") -> int:
+    """Delete every stored plugin error (an admin read them), recorded in the audit log as
+    ``actor`` (an :class:`~engine.permissions.Actor`; the system operator when None); returns how many."""
+    from engine import audit
+    from engine.permissions import Actor
+
+    actor = actor or Actor.system()
     result = session.execute(delete(PluginError))
+    count = result.rowcount or 0
+    audit.record(session, "plugin.errors_cleared", actor=actor, address=address, detail={"count": count})
     session.commit()
-    return result.rowcount or 0
+    return count
 
 
 # -- the host ------------------------------------------------------------------------------------

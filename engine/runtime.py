@@ -159,8 +159,17 @@ class Runtime:
             log.exception("the task-list indexes could not be brought up to date after a publish")
         return self.registry
 
-    def users(self, session: Session) -> UserService:
-        return UserService(session, self.registry)
+    def users(self, session: Session, actor: Actor | None = None, address: str = "") -> UserService:
+        """The user service acting as ``actor`` (the system operator when None) from ``address``."""
+        s = self.settings
+        return UserService(
+            session,
+            self.registry,
+            actor=actor,
+            address=address,
+            lockout_attempts=s.lockout_attempts,
+            lockout_minutes=s.lockout_minutes,
+        )
 
     def actor(self, session: Session, username: str | None) -> Actor:
         """The actor for ``username``, or the system operator when None."""

@@ -37,6 +37,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from webui import admin, api, auth, automations, errors, ilr, inbox, item_pages, lists, plugin_admin, queue
 
     auth.init_app(app)
+    import_module("webui.security").init_app(app)  # headers, proxies, cookie name
     errors.init_app(app)
     app.register_blueprint(auth.bp)
     app.register_blueprint(admin.bp)
@@ -51,6 +52,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(import_module("webui.imports").bp)
     app.register_blueprint(import_module("webui.qualifications").bp)
     app.register_blueprint(import_module("webui.type_admin").bp)
+    app.register_blueprint(import_module("webui.audit").bp)
     plugin_admin.init_app(app)  # after the built-in pages, so theirs win any clash
     app.add_url_rule("/", endpoint="index")
 

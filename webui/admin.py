@@ -19,6 +19,7 @@ from engine.errors import PermissionDenied, Problem, ValidationFailed
 from engine.models import User
 from webui import db_session, runtime
 from webui.auth import login_manager
+from webui.security import users_service
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -107,17 +108,19 @@ def _no_store(html: str):
 
 
 def _users_page(form: TwoFactorRolesForm | None = None, status: int = 200):
-    users = runtime().users(db_session())
+    users = users_service()
     required = users.roles_requiring_2fa()
     if form is None:
         form = TwoFactorRolesForm(formdata=None, data={"required": sorted(required)})
     _role_choices(form.required)
     roles = runtime().registry.roles
+    locked = users.locked_usernames()
     rows = [
         {
             "user": u,
             "roles": [roles[k].name if k in roles else k for k in u.role_keys],
             "requires_2fa": bool(required & set(u.role_keys)),
+            "locked": u.username in locked,
         }
         for u in users.all_users()
     ]
@@ -135,7 +138,7 @@ def roles_two_factor():
     _role_choices(form.required)
     if not form.validate_on_submit():
         return _users_page(form, 400)
-    users = runtime().users(db_session())
+    users = users_service()
     known = set(runtime().registry.roles)
     wanted = set(form.required.data or [])
     current = users.roles_requiring_2fa()
@@ -193,7 +196,7 @@ def new_user():
 
 
 def _user_page(user: User, roles_form: RolesForm | None = None, action_error: str = "", status: int = 200):
-    users = runtime().users(db_session())
+    users = users_service()
     if roles_form is None:
         roles_form = RolesForm(formdata=None, data={"roles": user.role_keys})
     _role_choices(roles_form.roles)
@@ -203,6 +206,7 @@ def _user_page(user: User, roles_form: RolesForm | None = None, action_error: st
         roles_form=roles_form,
         action_error=action_error,
         requires_2fa=users.requires_2fa(user),
+        locked_at=users.locked_at(user),
         codes_left=users.recovery_codes_left(user) if user.totp_secret else 0,
         is_me=str(user.id) == current_user.id,
     ), status
@@ -210,12 +214,12 @@ def _user_page(user: User, roles_form: RolesForm | None = None, action_error: st
 
 @bp.route("/users/<username>")
 def user_page(username: str):
-    return _user_page(runtime().users(db_session()).get(username))
+    return _user_page(users_service().get(username))
 
 
 @bp.route("/users/<username>/roles", methods=["POST"])
 def user_roles(username: str):
-    users = runtime().users(db_session())
+    users = users_service()
     user = users.get(username)
     form = RolesForm()
     _role_choices(form.roles)
@@ -233,7 +237,7 @@ def user_roles(username: str):
 
 @bp.route("/users/<username>/reset-2fa", methods=["POST"])
 def user_reset_2fa(username: str):
-    user = runtime().users(db_session()).reset_2fa(username)
+    user = users_service().reset_2fa(username)
     if str(user.id) == current_user.id:
         session["epoch"] = user.session_epoch  # your other sessions end; this one goes on
     flash(
@@ -245,7 +249,7 @@ def user_reset_2fa(username: str):
 
 @bp.route("/users/<username>/deactivate", methods=["POST"])
 def user_deactivate(username: str):
-    users = runtime().users(db_session())
+    users = users_service()
     user = users.get(username)
     try:
         users.deactivate(username)
@@ -257,6 +261,18 @@ def user_deactivate(username: str):
 
 @bp.route("/users/<username>/reactivate", methods=["POST"])
 def user_reactivate(username: str):
-    user = runtime().users(db_session()).reactivate(username)
+    user = users_service().reactivate(username)
     flash(f"{user.label} is active again and can sign in.", "info")
+    return redirect(url_for("admin.user_page", username=username))
+
+
+@bp.route("/users/<username>/unlock", methods=["POST"])
+def user_unlock(username: str):
+    users = users_service()
+    try:
+        user = users.unlock(username)
+    except ValidationFailed as exc:
+        user = users.get(username)
+        return _user_page(user, action_error=" ".join(_text(p) for p in exc.problems), status=exc.status)
+    flash(f"{user.label} is unlocked and can sign in again.", "info")
     return redirect(url_for("admin.user_page", username=username))

@@ -49,13 +49,15 @@ from wtforms.validators import DataRequired
 from engine.errors import ValidationFailed
 from engine.models import User
 from engine.permissions import Actor
-from engine.services.users import RECOVERY_CODES, TOTP_ISSUER
+from engine.services.users import RECOVERY_CODES, TOTP_ISSUER, AccountLocked
+from webui.security import end_session, session_is_live, start_session, users_service
 
 bp = Blueprint("auth", __name__)
 login_manager = LoginManager()
 csrf = CSRFProtect()
 
 TOO_MANY_ATTEMPTS = "Too many sign-in attempts. Wait a minute and try again."
+WRONG_PASSWORD = "That user name and password do not match an active account. Check both and try again."
 WRONG_CODE = (
     "That code is not right, or it has been used already. "
     "Type the code your authenticator app shows now, or one of your recovery codes."
@@ -152,6 +154,8 @@ def load_user(user_id: str) -> SessionUser | None:
         return None
     if session.get("_fresh") is False:  # strong protection: another address or browser
         return None
+    if not session_is_live(user):  # signed out, idle too long or ended on the server
+        return None
     return SessionUser(user, Actor.for_user(user, runtime().registry))
 
 
@@ -208,14 +212,16 @@ def _safe_next(target: str | None) -> str:
 
 def _finish_sign_in(user: User, target: str):
     """Log the user in on a fresh session and send them on (to enrolment first if they must)."""
-    from webui import db_session, runtime
+    from webui import runtime
 
-    users = runtime().users(db_session())
-    session.clear()
+    users = users_service()
+    old_sid = session.get("sid")
+    session.clear()  # nothing from before the sign-in survives it
     login_user(SessionUser(user, Actor.for_user(user, runtime().registry)))
     session.permanent = True
     session["epoch"] = user.session_epoch
     session["signed_in_at"] = int(time.time())
+    start_session(user, old_sid)
     users.record_sign_in(user)
     if not user.totp_secret and users.requires_2fa(user):
         session["after_enrolment"] = target
@@ -227,14 +233,17 @@ def _finish_sign_in(user: User, target: str):
 @bp.route("/login", methods=["GET", "POST"])
 @limiter.limit(_sign_in_limit, methods=["POST"])
 def login():
-    from webui import db_session, runtime
 
     if current_user.is_authenticated:
         return redirect(_safe_next(request.args.get("next")))
     form = LoginForm()
     status = 200
     if form.validate_on_submit():
-        user = runtime().users(db_session()).authenticate(form.username.data, form.password.data)
+        try:
+            user = users_service().authenticate(form.username.data, form.password.data)
+        except AccountLocked as exc:
+            flash(f"{WRONG_PASSWORD} {exc.message} {exc.advice}", "error")
+            return render_template("login.html", form=form), 401
         if user is not None:
             target = _safe_next(request.args.get("next"))
             if not user.totp_secret:
@@ -248,7 +257,7 @@ def login():
                 "until": time.time() + current_app.config["TWO_FACTOR_PENDING_SECONDS"],
             }
             return redirect(url_for("auth.login_code"))
-        flash("That user name and password do not match an active account. Check both and try again.", "error")
+        flash(WRONG_PASSWORD, "error")
         status = 401
     elif request.method == "POST":
         status = 400
@@ -272,7 +281,6 @@ def _pending_user() -> tuple[User, dict[str, Any]] | None:
 @bp.route("/login/code", methods=["GET", "POST"])
 @limiter.limit(_sign_in_limit, methods=["POST"])
 def login_code():
-    from webui import db_session, runtime
 
     found = _pending_user()
     if found is None:
@@ -283,13 +291,21 @@ def login_code():
     form = CodeForm()
     status = 200
     if form.validate_on_submit():
-        users = runtime().users(db_session())
+        users = users_service()
         typed = form.code.data.strip()
         digits = typed.replace(" ", "")
-        if digits.isdigit() and len(digits) == 6:
-            if users.verify_totp(user, digits):
-                return _finish_sign_in(user, pending["next"])
-        elif users.use_recovery_code(user, typed):
+        try:
+            if digits.isdigit() and len(digits) == 6:
+                passed, recovery = users.verify_totp(user, digits), False
+            else:
+                passed = recovery = users.use_recovery_code(user, typed)
+        except AccountLocked as exc:
+            session.pop("pending_2fa", None)
+            form.code.errors.append(f"{WRONG_CODE} {exc.message} {exc.advice}")
+            return render_template("two_factor_login.html", form=form), 401
+        if passed and not recovery:
+            return _finish_sign_in(user, pending["next"])
+        if passed:
             response = _finish_sign_in(user, pending["next"])
             left = users.recovery_codes_left(user)
             advice = " Set up two-factor sign-in again to get new ones." if left <= 3 else ""
@@ -305,6 +321,9 @@ def login_code():
 @bp.route("/logout", methods=["POST"])
 @login_required
 def logout():
+    from webui import db_session
+
+    end_session(db_session().get(User, int(current_user.id)))
     logout_user()
     session.clear()
     flash("You have signed out.", "info")
@@ -330,9 +349,9 @@ def two_factor():
     """Enrolment: a QR code and the secret; a code from the app confirms it, and the ten
     recovery codes are then shown once. An enrolled user sees their status and may set up
     a new app (the old one keeps working until the new one is confirmed)."""
-    from webui import db_session, runtime
+    from webui import db_session
 
-    users = runtime().users(db_session())
+    users = users_service()
     user = db_session().get(User, int(current_user.id))
     form = CodeForm()
     form.code.label.text = "Code from your app"
@@ -346,6 +365,7 @@ def two_factor():
             status = 400
         else:
             session["epoch"] = user.session_epoch  # other sessions end; this one goes on
+            start_session(user, session.get("sid"))  # under a new id
             target = _safe_next(session.pop("after_enrolment", None))
             response = make_response(render_template("two_factor_recovery.html", codes=codes, next=target))
             response.headers["Cache-Control"] = "no-store"

@@ -108,7 +108,7 @@ def plugins_page():
 @login_required
 def clear():
     _admin_only()
-    count = clear_errors(db_session())
+    count = clear_errors(db_session(), current_user.actor, request.remote_addr or "")
     flash(f"{count} plugin error{'' if count == 1 else 's'} cleared.", "info")
     return redirect(url_for("plugins.plugins_page"))
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from engine import audit
 from engine.errors import PermissionDenied
 from engine.models import BulkExport
 from engine.permissions import Actor
@@ -97,4 +98,7 @@ def record(
         detail=detail or {},
     )
     session.add(row)
+    kind_key = f"export.{kind}" if f"export.{kind}" in audit.KINDS else "export.csv"
+    what = ", ".join(x for x in (type_key or "", filename, f"{item_count} items" if item_count else "", outcome) if x)
+    audit.record(session, kind_key, actor=actor, address=origin.address, target=what, bulk_export=row)
     return row

@@ -7,16 +7,20 @@ import hmac
 import re
 import secrets
 import time
+from datetime import timedelta
 
 import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from engine import audit
 from engine.definitions.model import Registry
-from engine.errors import NotFound, Problem, ValidationFailed
-from engine.models import ApiToken, RecoveryCode, RoleGrant, RoleSetting, User, utcnow
+from engine.errors import NotFound, Problem, TrackerError, ValidationFailed
+from engine.models import ApiToken, LoginLockout, RecoveryCode, RoleGrant, RoleSetting, User, utcnow
+from engine.permissions import Actor
 
 _hasher = PasswordHasher()
 _USERNAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789._-@")
@@ -33,6 +37,19 @@ def _hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+class AccountLocked(TrackerError):
+    """Sign-in refused: the account is locked after too many failed sign-ins. Its API tokens keep
+    working (they are separate secrets); a user administrator unlocks the account."""
+
+    status = 403
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This account is locked after too many failed sign-ins.",
+            "Ask a user administrator (someone who manages users in Tracker) to unlock it on the Users page.",
+        )
+
+
 def new_password() -> str:
     """A random password that is easy to type from a printout: 4 groups of 4."""
     alphabet = "abcdefghjkmnpqrstuvwxyz23456789"
@@ -43,12 +60,36 @@ class UserService:
     """Create users, grant roles, check passwords.
 
     The caller has already checked that its actor may administer users (``users.admin``);
-    the CLI acts as the system operator.
+    the CLI acts as the system operator. ``actor`` (the system operator when None) and
+    ``address`` (the client's, empty for the command line) go into the audit log, which every
+    change writes in its own transaction (see :mod:`engine.audit`).
+
+    Failed sign-ins (wrong passwords, wrong two-factor codes) are counted per account: at
+    ``lockout_attempts`` within ``lockout_minutes`` of the first, the account is locked
+    until :meth:`unlock` (0 attempts: never locked).
     """
 
-    def __init__(self, session: Session, registry: Registry) -> None:
+    def __init__(
+        self,
+        session: Session,
+        registry: Registry,
+        *,
+        actor: Actor | None = None,
+        address: str = "",
+        lockout_attempts: int = 5,
+        lockout_minutes: float = 15,
+    ) -> None:
         self.session = session
         self.registry = registry
+        self.actor = actor or Actor.system()
+        self.address = address
+        self.lockout_attempts = lockout_attempts
+        self.lockout_window = timedelta(minutes=lockout_minutes)
+
+    def _audit(self, kind: str, user: User | None = None, **kwargs) -> None:
+        """An audit row by this service's actor (``actor=None`` in kwargs: by ``user`` themself)."""
+        kwargs.setdefault("actor", self.actor)
+        audit.record(self.session, kind, user=user, address=self.address, **kwargs)
 
     def get(self, username: str) -> User:
         user = self.session.scalar(select(User).where(User.username == username))
@@ -61,8 +102,11 @@ class UserService:
         return list(self.session.scalars(select(User).order_by(User.username)))
 
     def record_sign_in(self, user: User) -> None:
-        """Note a completed sign-in (password and, when enrolled, the second factor)."""
+        """Note a completed sign-in (password and, when enrolled, the second factor): it clears
+        the count of failed sign-ins."""
         user.last_login_at = utcnow()
+        self._clear_failures(user)
+        self._audit("login.success", user, actor=None)
         self.session.commit()
 
     def create(
@@ -117,6 +161,8 @@ class UserService:
         )
         user.grants = [RoleGrant(role=r) for r in dict.fromkeys(roles)]
         self.session.add(user)
+        self.session.flush()
+        self._audit("user.created", user, detail={"roles": list(dict.fromkeys(roles))})
         self.session.commit()
         return user, password
 
@@ -132,7 +178,10 @@ class UserService:
         # keep the grants of roles the user keeps: replacing them all would insert a
         # (user, role) pair before its old row is deleted and break the unique constraint
         kept = {g.role: g for g in user.grants}
+        before = user.role_keys
         user.grants = [kept.get(r) or RoleGrant(role=r) for r in dict.fromkeys(roles)]
+        if before != user.role_keys:
+            self._audit("user.roles", user, detail={"from": before, "to": user.role_keys})
         self.session.commit()
         return user
 
@@ -143,10 +192,15 @@ class UserService:
         problems = self.check_change(username, display_name=display_name, email=email)
         if problems:
             raise ValidationFailed(problems)
+        before = {"display_name": user.display_name, "email": user.email}
         if display_name is not None:
             user.display_name = display_name.strip() or user.username
         if email is not None:
             user.email = email.strip() or None
+        after = {"display_name": user.display_name, "email": user.email}
+        if before != after:
+            changed = {k: {"from": before[k], "to": after[k]} for k in before if before[k] != after[k]}
+            self._audit("user.details", user, detail=changed)
         self.session.commit()
         return user
 
@@ -192,14 +246,28 @@ class UserService:
         return problems
 
     def authenticate(self, username: str, password: str) -> User | None:
-        """The active user with this name and password, or None."""
-        user = self.session.scalar(select(User).where(User.username == (username or "").strip().lower()))
+        """The active user with this name and password, or None. Every refusal is in the audit
+        log and counts towards locking the account. Raises AccountLocked for a locked account
+        (whatever the password: the answer must not tell whether it was right), also when
+        this wrong password is the one that locks it."""
+        typed = (username or "").strip().lower()
+        user = self.session.scalar(select(User).where(User.username == typed))
         if user is None or not user.active or not user.password_hash:
             _hasher.hash("timing-equaliser")  # do the same work for unknown users
+            reason = "no such user" if user is None else "inactive"
+            self._audit("login.failure", user, actor=None, username=typed[:64], detail={"reason": reason})
+            self.session.commit()
             return None
+        if self.is_locked(user):
+            _hasher.hash("timing-equaliser")
+            self._audit("login.locked", user, actor=None)
+            self.session.commit()
+            raise AccountLocked()
         try:
             _hasher.verify(user.password_hash, password or "")
         except (VerificationError, InvalidHashError):
+            if self._failed(user, "login.failure"):
+                raise AccountLocked() from None
             return None
         if _hasher.check_needs_rehash(user.password_hash):
             user.password_hash = _hasher.hash(password)
@@ -244,6 +312,67 @@ class UserService:
             )
         ]
 
+    # -- lockout after failed sign-ins ----------------------------------------------------------
+
+    def is_locked(self, user: User) -> bool:
+        row = self.session.get(LoginLockout, user.id)
+        return row is not None and row.locked_at is not None
+
+    def locked_at(self, user: User):
+        """When the account was locked, or None."""
+        row = self.session.get(LoginLockout, user.id)
+        return row.locked_at if row is not None else None
+
+    def locked_usernames(self) -> set[str]:
+        stmt = select(User.username).join(LoginLockout, LoginLockout.user_id == User.id)
+        return set(self.session.scalars(stmt.where(LoginLockout.locked_at.is_not(None))))
+
+    def _failed(self, user: User, kind: str) -> bool:
+        """Count one failed sign-in of ``user`` (audited as ``kind``) and commit; True when the
+        account is locked now. Failures older than the window start the count again."""
+        now = utcnow()
+        try:
+            with self.session.begin_nested():
+                if self.session.get(LoginLockout, user.id) is None:
+                    self.session.add(LoginLockout(user_id=user.id, failures=0))
+        except IntegrityError:  # another process counted its first failure at the same moment
+            pass
+        row = self.session.get(LoginLockout, user.id)
+        if row.first_failed_at is None or now - row.first_failed_at > self.lockout_window:
+            row.failures, row.first_failed_at = 0, now
+            self.session.flush()
+        # an UPDATE ... SET failures = failures + 1, so two attempts at once both count
+        self.session.execute(
+            update(LoginLockout).where(LoginLockout.user_id == user.id).values(failures=LoginLockout.failures + 1)
+        )
+        self.session.refresh(row)
+        self._audit(kind, user, actor=None, detail={"failures": row.failures})
+        if self.lockout_attempts and row.failures >= self.lockout_attempts and row.locked_at is None:
+            row.locked_at = now
+            self._audit("account.locked", user, actor=None, detail={"failures": row.failures})
+        self.session.commit()
+        return row.locked_at is not None
+
+    def _clear_failures(self, user: User) -> None:
+        """Both factors passed: earlier failures no longer count (a lock stays until unlocked)."""
+        row = self.session.get(LoginLockout, user.id)
+        if row is not None and row.locked_at is None:
+            row.failures, row.first_failed_at = 0, None
+
+    def unlock(self, username: str) -> User:
+        """Unlock the account and forget its failed sign-ins. Raises NotFound for an unknown user
+        and ValidationFailed when it is not locked."""
+        user = self.get(username)
+        row = self.session.get(LoginLockout, user.id)
+        if row is None or row.locked_at is None:
+            raise ValidationFailed(
+                [Problem("username", f"{user.username} is not locked", "Nothing to do: they can sign in.")]
+            )
+        self._audit("account.unlocked", user, detail={"failures": row.failures, "locked_at": row.locked_at.isoformat()})
+        self.session.delete(row)
+        self.session.commit()
+        return user
+
     # -- deactivation ----------------------------------------------------------------------
 
     def deactivate(self, username: str) -> User:
@@ -255,13 +384,19 @@ class UserService:
             raise ValidationFailed(problems)
         user.active = False
         user.session_epoch += 1
+        revoked = []
         for token in self.session.scalars(select(ApiToken).where(ApiToken.user_id == user.id)):
+            if token.revoked_at is None:
+                revoked.append(token.id)
             token.revoked_at = token.revoked_at or utcnow()
+        self._audit("user.deactivated", user, detail={"tokens_revoked": revoked})
         self.session.commit()
         return user
 
     def reactivate(self, username: str) -> User:
         user = self.get(username)
+        if not user.active:
+            self._audit("user.reactivated", user)
         user.active = True
         self.session.commit()
         return user
@@ -281,6 +416,8 @@ class UserService:
         if problems:
             raise ValidationFailed(problems)
         setting = self.session.get(RoleSetting, role) or RoleSetting(role=role)
+        if bool(setting.require_2fa) != required:
+            self._audit("role.settings", target=f"role {role}", detail={"require_2fa": required})
         setting.require_2fa = required
         self.session.add(setting)
         self.session.commit()
@@ -320,22 +457,32 @@ class UserService:
             )
         user.totp_secret, user.totp_pending_secret, user.totp_last_step = secret, None, step
         user.session_epoch += 1
+        self._audit("2fa.enrolled", user, actor=None)
         return self._new_recovery_codes(user)
 
     def verify_totp(self, user: User, code: str, *, now: float | None = None) -> bool:
         """True for a current code not used before. A code is refused a second time within
-        its window (replay), and so is any code from an earlier time-step."""
+        its window (replay), and so is any code from an earlier time-step. A refused code counts
+        as a failed sign-in; raises AccountLocked when the account is (or now becomes) locked."""
         if not user.totp_secret:
             return False
+        if self.is_locked(user):
+            raise AccountLocked()
         step = _matching_step(user.totp_secret, code, now)
         if step is None or step <= user.totp_last_step:
+            if self._failed(user, "login.code_failure"):
+                raise AccountLocked()
             return False
         user.totp_last_step = step
+        self._clear_failures(user)
         self.session.commit()
         return True
 
     def use_recovery_code(self, user: User, code: str) -> bool:
-        """True, and the code is spent, when ``code`` is one of the user's unused recovery codes."""
+        """True, and the code is spent, when ``code`` is one of the user's unused recovery codes.
+        A wrong code counts as a failed sign-in; raises AccountLocked as :meth:`verify_totp` does."""
+        if self.is_locked(user):
+            raise AccountLocked()
         typed = (code or "").strip().lower().replace(" ", "").replace("-", "")
         stmt = select(RecoveryCode).where(RecoveryCode.user_id == user.id, RecoveryCode.used_at.is_(None))
         for stored in self.session.scalars(stmt):
@@ -344,8 +491,12 @@ class UserService:
             except (VerificationError, InvalidHashError):
                 continue
             stored.used_at = utcnow()
+            self._clear_failures(user)
+            self._audit("2fa.recovery_code_used", user, actor=None)
             self.session.commit()
             return True
+        if self._failed(user, "login.code_failure"):
+            raise AccountLocked()
         return False
 
     def recovery_codes_left(self, user: User) -> int:
@@ -360,6 +511,7 @@ class UserService:
         user.session_epoch += 1
         for stored in self.session.scalars(select(RecoveryCode).where(RecoveryCode.user_id == user.id)):
             self.session.delete(stored)
+        self._audit("2fa.reset", user)
         self.session.commit()
         return user
 
@@ -383,6 +535,8 @@ class UserService:
         text = "trk_" + secrets.token_urlsafe(32)
         token = ApiToken(user_id=user.id, name=name or "API token", token_hash=_hash_token(text), prefix=text[:8])
         self.session.add(token)
+        self.session.flush()
+        self._audit("token.created", user, target=f"token #{token.id} {token.name}")
         self.session.commit()
         return token, text
 
@@ -405,6 +559,8 @@ class UserService:
         token = self.session.get(ApiToken, token_id)
         if token is None:
             raise NotFound(f"There is no API token #{token_id}.", "List tokens with 'tracker users token list'.")
+        if token.revoked_at is None:
+            self._audit("token.revoked", token.user, target=f"token #{token.id} {token.name}")
         token.revoked_at = token.revoked_at or utcnow()
         self.session.commit()
         return token
