@@ -39,9 +39,9 @@ HSTS = "max-age=31536000; includeSubDomains"
 def init_app(app: Flask) -> None:
     settings = app.extensions["tracker"].settings
     https = settings.base_url.startswith("https://")
-    if https:
+    if https and app.config["SESSION_COOKIE_NAME"] == "session":  # Flask's default: not chosen by the caller
         # the __Host- prefix: the browser keeps the cookie only if it is Secure, for this host, on /
-        app.config.setdefault("SESSION_COOKIE_NAME", "__Host-tracker")
+        app.config["SESSION_COOKIE_NAME"] = "__Host-tracker"
     app.config.setdefault("SESSION_IDLE", timedelta(minutes=settings.session_idle_minutes))
     if settings.proxy_count:
         n = settings.proxy_count

@@ -420,10 +420,17 @@ def validate_file(path: Path) -> list[str]:
         )
     elif match.group(5) == "00":
         problems.append("Filename_5: the serial number NN of the file name must be 01 to 99")
+    from defusedxml import DefusedXmlException
+    from defusedxml.ElementTree import parse as safe_parse
+
     try:
-        root = ET.parse(path).getroot()
+        # ILR files never declare a DTD or entities: refusing them stops entity expansion
+        # (billion laughs) and external entities (local files, network addresses) alike
+        root = safe_parse(path, forbid_dtd=True).getroot()
     except ET.ParseError as exc:
         return [*problems, f"not well-formed XML: {exc}"]
+    except DefusedXmlException:
+        return [*problems, "the file declares a DTD or entities, which an ILR file never has: it was not read"]
     namespace = root.tag[1 : root.tag.index("}")] if root.tag.startswith("{") else ""
     collection = next((c for c in COLLECTIONS.values() if c.namespace == namespace), None)
     if collection is None:
