@@ -72,6 +72,10 @@ class Settings:
     lockout_minutes: float = 15.0
     #: reverse proxies in front of the app whose X-Forwarded-For/-Proto are trusted (0: none)
     proxy_count: int = 0
+    #: seconds an outbox relay holds the rows it claimed; a relay that died is replaced after it
+    outbox_lease_seconds: int = 300
+    #: seconds a new database connection is tried again while the server refuses it (restarting)
+    db_connect_retry_seconds: int = 5
 
     def plugin(self, name: str) -> PluginSettings:
         """The settings of plugin ``name``: ``TRACKER_PLUGIN_<NAME>_<KEY>`` as ``{key: value}``
@@ -131,6 +135,7 @@ class Settings:
             import_max_bytes=_import_limit("TRACKER_IMPORT_MAX_BYTES", env.get("TRACKER_IMPORT_MAX_BYTES", ""), "50M"),
             import_max_rows=_import_limit("TRACKER_IMPORT_MAX_ROWS", env.get("TRACKER_IMPORT_MAX_ROWS", ""), "200000"),
             **_security_settings(env),
+            **_fault_settings(env),
         )
 
 
@@ -193,6 +198,16 @@ def _security_settings(env) -> dict:
         "lockout_attempts": whole_number(env, "TRACKER_LOCKOUT_ATTEMPTS", 5, low=0, high=1000),
         "lockout_minutes": whole_number(env, "TRACKER_LOCKOUT_MINUTES", 15, low=1, high=7 * 24 * 60),
         "proxy_count": whole_number(env, "TRACKER_PROXY_COUNT", 0, low=0, high=5),
+    }
+
+
+def _fault_settings(env) -> dict:
+    """``TRACKER_OUTBOX_LEASE_SECONDS`` (300) and ``TRACKER_DB_CONNECT_RETRY_SECONDS`` (5; 0: no retry)."""
+    from engine.limits import whole_number
+
+    return {
+        "outbox_lease_seconds": whole_number(env, "TRACKER_OUTBOX_LEASE_SECONDS", 300, low=1, high=24 * 3600),
+        "db_connect_retry_seconds": whole_number(env, "TRACKER_DB_CONNECT_RETRY_SECONDS", 5, low=0, high=600),
     }
 
 

@@ -110,7 +110,8 @@ class Relay:
         registry, settings: passed on to the notifier (links, sender, templates).
         worker: the name recorded on claims (default: host, process id and a random part).
         policy: retries and backoff.
-        lease_seconds: how long a claim holds before another relay may take the row.
+        lease_seconds: how long a claim holds before another relay may take the row (default:
+            ``TRACKER_OUTBOX_LEASE_SECONDS``); longer than the slowest batch takes to deliver.
         clock: returns "now" as naive UTC; tests pass their own.
         mailer: the SMTP mailer; by default built from ``settings.smtp_url`` (None: no e-mail).
         channels: delivery channels; by default the inbox and e-mail.
@@ -126,7 +127,7 @@ class Relay:
         *,
         worker: str | None = None,
         policy: RetryPolicy | None = None,
-        lease_seconds: float = 300,
+        lease_seconds: float | None = None,
         clock: Callable[[], datetime] = utcnow,
         mailer: Mailer | None = None,
         channels: list[Channel] | None = None,
@@ -138,7 +139,7 @@ class Relay:
         self.settings = settings
         self.worker = worker or worker_name()
         self.policy = policy or RetryPolicy()
-        self.lease = timedelta(seconds=lease_seconds)
+        self.lease = timedelta(seconds=settings.outbox_lease_seconds if lease_seconds is None else lease_seconds)
         self.clock = clock
         self.mailer = mailer if mailer is not None else Mailer.from_settings(settings.smtp_url, settings.mail_from)
         self.channels = channels

@@ -103,7 +103,7 @@ class Runtime:
     def engine(self):
         from engine import training
 
-        built = db.make_engine(self.settings.database_url)
+        built = db.make_engine(self.settings.database_url, connect_retry_seconds=self.settings.db_connect_retry_seconds)
         try:
             training.check_start(self.settings, built)  # TRAINING never runs on LIVE's database
         except Exception:

@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from engine import assignment, documents, notifications, permissions, progress, sandbox
+from engine import assignment, db, documents, notifications, permissions, progress, sandbox
 from engine.definitions.model import Registry, TrackerType, Transition, Workflow
 from engine.errors import Conflict, NotFound, PermissionDenied, Problem, ValidationFailed
 from engine.history import diff
@@ -255,6 +255,7 @@ class ItemService:
 
     # -- changing --------------------------------------------------------------------
 
+    @db.retry_when_connection_lost
     def create(
         self,
         type_key: str,
@@ -283,6 +284,7 @@ class ItemService:
                 status=status,
             )
 
+    @db.retry_when_connection_lost
     def update(
         self,
         item_id: int,
@@ -316,6 +318,7 @@ class ItemService:
                 item.description = description
             return item
 
+    @db.retry_when_connection_lost
     def transition(
         self,
         item_id: int,
@@ -361,6 +364,7 @@ class ItemService:
             self._changed_for_watchers(item, f"{self.actor.username} moved {item.title} to '{target.label}'")
             return item
 
+    @db.retry_when_connection_lost
     def assign(self, item_id: int, assignee: str | None, *, expected_version: int | None = None) -> Item:
         """Assign the item to the user named ``assignee`` (None unassigns); the new
         assignee is notified with a link to the item."""
@@ -375,6 +379,7 @@ class ItemService:
             self._set_assignee(item, user)
             return item
 
+    @db.retry_when_connection_lost
     def comment(self, item_id: int, text: str) -> Event:
         """Add a comment to the item's history. Active users named as ``@username`` who
         may view the item are notified."""
@@ -391,6 +396,7 @@ class ItemService:
             self._changed_for_watchers(item, f"{self.actor.username} commented on {item.title}")
             return event
 
+    @db.retry_when_connection_lost
     def watch(self, item_id: int) -> None:
         """The actor follows the item: ``notify: watchers`` reaches them, and so do its
         changes. Watching again is harmless. Raises NotFound or PermissionDenied."""
@@ -401,6 +407,7 @@ class ItemService:
             if self.session.get(Watcher, (item.id, self.actor.user_id)) is None:
                 self.session.add(Watcher(item_id=item.id, user_id=self.actor.user_id))
 
+    @db.retry_when_connection_lost
     def unwatch(self, item_id: int) -> None:
         """The actor stops following the item (harmless when they did not)."""
         with self._transaction():
@@ -422,21 +429,28 @@ class ItemService:
         #: users this change notifies, and what its watchers are told (see _notify_watchers)
         self._notified: set[int] = set()
         self._for_watchers: dict[int, tuple[Item, str]] = {}
+        #: the item this change loaded, for a conflict's message (see _load)
+        self._loaded: int | None = None
         try:
             yield
             self._notify_watchers()
-            self.session.commit()
+            db.commit(self.session)  # a connection lost during COMMIT is resolved there
         except IntegrityError as exc:
             self.session.rollback()
             raise self._duplicate(exc) from None
         except StaleDataError:
             self.session.rollback()
+            latest = self._latest_change(self._loaded)
+            self.session.rollback()  # end the read that found it
             raise Conflict(
-                "Someone else changed this item at the same moment, so your change was not saved.",
+                "Someone else changed this item at the same moment, so your change was not saved"
+                + (f": {latest}." if latest else "."),
                 "Reload the item and make your change again.",
             ) from None
-        except BaseException:
+        except BaseException as exc:
             self.session.rollback()
+            if db.connection_lost(exc):  # the server rolled the transaction back: nothing was saved
+                raise db.lost_connection_error(exc) from exc
             raise
 
     def _duplicate(self, exc: IntegrityError) -> Exception:
@@ -475,13 +489,43 @@ class ItemService:
             raise NotFound(f"There is no item #{item_id}.", "Check the number.")
         permissions.require(self.actor, "items.view", self.type_of(item), item)
         permissions.require(self.actor, capability, self.type_of(item), item)
+        self._loaded = item.id
         if expected_version is not None and expected_version != item.version:
+            latest = self._latest_change(item.id)
             raise Conflict(
                 f"Item #{item.id} was changed by someone else since you opened it "
-                f"(you had version {expected_version}, it is now at version {item.version}).",
+                f"(you had version {expected_version}, it is now at version {item.version})"
+                + (f": {latest}." if latest else "."),
                 "Reload the item to see the changes, then make yours again.",
             )
         return item
+
+    def _latest_change(self, item_id: int | None) -> str:
+        """The item's newest change in words (who, and what, without fields the actor may not
+        see), for the message of a save that lost the race: '' when there is none."""
+        item = self.session.get(Item, item_id) if item_id is not None else None
+        event = None
+        if item is not None:
+            stmt = select(Event).where(Event.item_id == item.id).order_by(Event.id.desc()).limit(1)
+            event = self.session.scalar(stmt)
+        if event is None:
+            return ""
+        who = event.actor.username if event.actor else "the system"
+        payload = self.visible_payload(item, event)
+        if event.kind == "updated":
+            tracker_type = self.type_of(item)
+            changes = [
+                f"{_label(tracker_type, c['path'].strip('/'))} from {_shown(c.get('old'))} to {_shown(c.get('new'))}"
+                for c in payload.get("changes", [])[:5]
+                if c.get("path") != "description"
+            ]
+            return f"{who} changed {', '.join(changes)}" if changes else f"{who} changed it"
+        if event.kind == "transitioned":
+            state = self.workflow_of(item).state(payload.get("to"))
+            return f"{who} moved it to '{state.label if state else payload.get('to')}'"
+        if event.kind == "commented":
+            return f"{who} commented on it"
+        return f"{who} changed it ({event.kind})"
 
     def _create(
         self,
@@ -1113,6 +1157,14 @@ def _as_date(value: Any) -> date | None:
         return date.fromisoformat(value) if isinstance(value, str) else None
     except ValueError:
         return None
+
+
+def _shown(value: Any) -> str:
+    """A value for a message: short, and 'nothing' for an empty one."""
+    if value is None or value == "":
+        return "nothing"
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return f"'{text[:60]}{'...' if len(text) > 60 else ''}'"
 
 
 def _label(tracker_type: TrackerType, name: str) -> str:
