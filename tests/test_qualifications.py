@@ -110,7 +110,7 @@ def test_identity_may_name_the_subject_only_on_a_type_with_one(tmp_path):
     folder = defs / "tracker_types" / "note"
     folder.mkdir()
     (folder / "schema.json").write_text(json.dumps({"type": "object", "properties": {"ref": {"type": "string"}}}))
-    manifest = {"key": "note", "name": "Note", "version": 1, "workflow": "safeguarding", "subject": "none"}
+    manifest = {"key": "note", "name": "Note", "version": 1, "workflow": "record", "subject": "none"}
     (folder / "type.yaml").write_text(yaml.safe_dump({**manifest, "identity": ["subject", "ref"]}, sort_keys=False))
     registry = load_registry([defs])
     problems = [p for p in registry.problems if "note" in str(p)]

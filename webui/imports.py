@@ -60,6 +60,7 @@ def _page(types, *, selected: str = "", encoding: str = "utf-8", error: Validati
         encodings=ENCODINGS,
         error=error,
         jobs=import_jobs.recent(runtime(), current_user.actor),
+        type_names={t.key: t.name for t in runtime().registry.types.values()},
         max_mb=runtime().settings.import_max_bytes / 1024 / 1024,
         max_rows=runtime().settings.import_max_rows,
     )

@@ -19,6 +19,15 @@ from engine.models import Event, Item, Outbox, utcnow
 from engine.permissions import Actor
 
 
+class BatchRefused(Exception):
+    """The database refused a row of the batch (a duplicate saved meanwhile, say); the
+    transaction is to be rolled back and the rows saved one by one."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.orig = message
+
+
 def insert_new_items(session: Session, actor: Actor, items: list[Item]) -> tuple[list[int], list[int]]:
     """Insert ``items`` (transient, validated), their ``created`` events and outbox rows;
     return the new item ids (in the order given) and the outbox row ids. Nothing is
@@ -103,15 +112,15 @@ def _insert_with_ids(session: Session, table: Table, rows: list[dict]) -> list[i
     database allows."""
     connection = session.connection()
     if connection.dialect.name == "postgresql":
-        # ids drawn from the table's sequence first, then one pipelined executemany: a
-        # multi-row INSERT ... RETURNING is several times slower on PostgreSQL
+        # ids drawn from the table's sequence first, then COPY: a multi-row INSERT ... RETURNING
+        # is several times slower on PostgreSQL
         ids = list(
             connection.execute(
                 text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :n)"),
                 {"table": table.name, "n": len(rows)},
             ).scalars()
         )
-        copy_rows(session, table, [{**row, "id": i} for row, i in zip(rows, ids, strict=True)])
+        insert_rows(session, table, [{**row, "id": i} for row, i in zip(rows, ids, strict=True)])
         return ids
     # SQLite gives each row of one INSERT the next rowid, one writer at a time, so the new ids
     # in ascending order are the rows' order (keeping the order otherwise means a row at a time)
@@ -122,8 +131,10 @@ def _insert_with_ids(session: Session, table: Table, rows: list[dict]) -> list[i
 
 
 def insert_rows(session: Session, table: Table, rows: list[dict]) -> None:
-    """Insert ``rows`` (all with the same keys): COPY on PostgreSQL, executemany elsewhere."""
-    if session.connection().dialect.name == "postgresql":
+    """Insert ``rows`` (all with the same keys): COPY on PostgreSQL through psycopg 3,
+    executemany elsewhere."""
+    dialect = session.connection().dialect
+    if dialect.name == "postgresql" and dialect.driver == "psycopg":
         copy_rows(session, table, rows)
     else:
         session.connection().execute(table.insert(), rows)
@@ -134,14 +145,18 @@ def copy_rows(session: Session, table: Table, rows: list[dict]) -> None:
     INSERT would write (column defaults aside: every column is given), several times faster."""
     if not rows:
         return
+    import psycopg
     from psycopg.types.json import Jsonb
 
     names = list(rows[0])
     is_json = [isinstance(table.c[name].type, JSON) for name in names]
     columns = ", ".join(f'"{name}"' for name in names)
     driver = session.connection().connection.driver_connection
-    with driver.cursor() as cursor, cursor.copy(f'COPY "{table.name}" ({columns}) FROM STDIN') as copy:
-        for row in rows:
-            copy.write_row(
-                [Jsonb(row[n]) if j and row[n] is not None else row[n] for n, j in zip(names, is_json, strict=True)]
-            )
+    try:
+        with driver.cursor() as cursor, cursor.copy(f'COPY "{table.name}" ({columns}) FROM STDIN') as copy:
+            for row in rows:
+                copy.write_row(
+                    [Jsonb(row[n]) if j and row[n] is not None else row[n] for n, j in zip(names, is_json, strict=True)]
+                )
+    except psycopg.Error as exc:  # the driver's own error: SQLAlchemy did not run this statement
+        raise BatchRefused(f"{exc.__class__.__name__}: {exc}") from exc

@@ -398,7 +398,7 @@ class ImportService:
         summary: ImportSummary,
         on_committed: Callable[[list[int]], None] | None,
     ) -> None:
-        from engine.services.import_bulk import insert_new_items
+        from engine.services.import_bulk import BatchRefused, insert_new_items
 
         batch = [r for r in rows if r.user is None and r.item is not None and r.item.title]
         batched = {r.line for r in batch}
@@ -407,7 +407,7 @@ class ImportService:
             try:
                 ids, outbox_ids = insert_new_items(self.session, self.actor, [r.item for r in batch])
                 self.session.commit()
-            except (IntegrityError, DBAPIError) as exc:
+            except (IntegrityError, DBAPIError, BatchRefused) as exc:
                 # someone saved the same identity meanwhile, or the database refused a row:
                 # each row again on its own, so the others are kept and the culprit is named
                 self.session.rollback()
