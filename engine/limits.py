@@ -276,7 +276,7 @@ def _dangerous(parsed) -> bool:
             body = _ungroup(sub)
             if high > 1 and _has_unbounded(body) and not _separated(body):
                 return True
-            if _unbounded(high) and _overlapping_branches(body):
+            if _unbounded(high) and (_overlapping_branches(body) or _optional_overlap(body)):
                 return True
         if any(_dangerous(child) for child in _children(name, arg)):
             return True
@@ -302,6 +302,40 @@ def _ungroup(sub) -> list:
     while len(items) == 1 and str(items[0][0]) == "SUBPATTERN":
         items = list(items[0][1][-1])
     return items
+
+
+def _optional_overlap(body) -> bool:
+    """True when a repeated body has a part of varying length (``a?``, ``x{1,3}``, ``(|a)``)
+    that can match what another part matches (``(aa?)+``, which the parser makes of ``(a|aa)+``):
+    each pass can then take one character or two, and a long value splits in exponentially many ways."""
+    parts = []
+    for op, arg in body:
+        name = str(op)
+        if name in _REPEATS and len(arg[2]) == 1:
+            parts.append((arg[0] != arg[1], _chars(*list(arg[2])[0])))
+        elif name == "BRANCH":
+            lengths = {len(b) for b in arg[1]}
+            chars = [_first_chars(b) for b in arg[1] if b]
+            merged = None if any(c is None for c in chars) else set().union(*chars)
+            parts.append((len(lengths) > 1, merged))
+        elif name in ("LITERAL", "NOT_LITERAL", "IN"):
+            parts.append((False, _chars(op, arg)))
+        elif name != "AT":
+            return False
+    varying = [c for v, c in parts if v]
+    if not varying:
+        return False
+    if any(c is None for c in varying):
+        return True
+    every = set().union(*varying)
+    fixed = [c for v, c in parts if not v]
+    if any(c is not None and not (c & every) for c in fixed):
+        return False  # each pass must match a character no varying part can: one way to split
+    for i, (varies, chars) in enumerate(parts):
+        others = [c for j, (_, c) in enumerate(parts) if j != i]
+        if varies and any(c is None or c & chars for c in others):
+            return True
+    return False
 
 
 def _overlapping_branches(body) -> bool:
