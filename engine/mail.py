@@ -159,8 +159,11 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, smtplib.SMTPResponseException):
         error = exc.smtp_error
         return f"{exc.smtp_code} {error.decode(errors='replace') if isinstance(error, bytes) else error}"
-    if isinstance(exc, smtplib.SMTPRecipientsRefused):
-        return "recipient refused: " + ", ".join(exc.recipients)
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):  # the server's answer says whether to try again
+        return "recipient refused: " + ", ".join(
+            f"{address} ({code} {answer.decode(errors='replace') if isinstance(answer, bytes) else answer})"
+            for address, (code, answer) in exc.recipients.items()
+        )
     return str(exc) or type(exc).__name__
 
 

@@ -30,14 +30,16 @@ from sqlalchemy.pool import NullPool
 
 from engine import db
 from tests.conftest import IN_CI, ROOT, TEST_DEFINITIONS
-from tests.notify_helpers import NOTIFY_DEFINITIONS, free_port, smtp  # smtp: an aiosmtpd server of the test's own
+from tests.notify_helpers import NOTIFY_DEFINITIONS, SinkHandler, SmtpSink, free_port, smtp  # smtp: an aiosmtpd server
 
 __all__ = [
     "CuttingProxy",
+    "FaultyHandler",
     "PrivatePostgres",
     "PrivateRedis",
     "Subprocess",
     "fault_env",
+    "mailbox",
     "private_pg",
     "private_pg_url",
     "private_redis",
@@ -338,6 +340,45 @@ def private_redis() -> Iterator[PrivateRedis]:
     server.start()
     yield server
     server.destroy()
+
+
+# -- SMTP ------------------------------------------------------------------------------------------
+
+
+class FaultyHandler(SinkHandler):
+    """The aiosmtpd handler of :class:`~tests.notify_helpers.SmtpSink` with two more faults:
+    ``refuse_to`` answers 450 (mailbox busy, try later) for those recipients, and
+    ``drop_replies`` makes the next N messages be accepted and kept, with the connection
+    closed before the server says so: the sender cannot know they arrived."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refuse_to: set[str] = set()
+        self.drop_replies = 0
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802 - aiosmtpd API
+        if address in self.refuse_to:
+            return "450 4.2.1 Mailbox busy, try again later"
+        return await super().handle_RCPT(server, session, envelope, address, rcpt_options)
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        answer = await super().handle_DATA(server, session, envelope)
+        if self.drop_replies and answer.startswith("250"):
+            self.drop_replies -= 1
+            server.transport.abort()  # kept, but the "250" never reaches the sender
+        return answer
+
+
+@pytest.fixture
+def mailbox() -> Iterator[SmtpSink]:
+    """An aiosmtpd server of the test's own whose :class:`FaultyHandler` can refuse recipients
+    or lose its replies; ``stop()`` and ``start()`` take it down and up."""
+    sink = SmtpSink()
+    sink.handler = FaultyHandler()
+    sink.start()
+    yield sink
+    sink.handler.release.set()
+    sink.stop()
 
 
 # -- processes -------------------------------------------------------------------------------------

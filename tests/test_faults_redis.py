@@ -1,0 +1,120 @@
+"""Redis stopped and started (a private ``redis-server`` that, like the one here, keeps nothing
+on disk, so jobs queued in it are gone when it comes back): saves go on, their outbox rows
+wait, /health says ``degraded``; when Redis is back the scheduler queues whatever waits, a
+running ``tracker worker`` (which reconnected by itself) delivers it, and /health says ``ok``.
+No notification is lost or sent twice."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from engine import jobs
+from engine.models import Notification, Outbox, utcnow
+from engine.runtime import Runtime
+from tests.faults import *  # noqa: F403 - fixtures
+from tests.faults import Subprocess, fault_env, wait_until
+from tests.notify_helpers import make_settings, people, service
+from webui import create_app
+
+pytestmark = [pytest.mark.redis]
+
+
+def _assign(rt: Runtime, *topics: str) -> list[int]:
+    with rt.session() as session:
+        alice = service(rt, session, "alice")
+        return [alice.create("meeting", {"topic": t}, assignee="bob").id for t in topics]
+
+
+def _statuses(rt: Runtime, item_ids: list[int]) -> set[str]:
+    """The statuses of every outbox row of these items (notifications and item events)."""
+    with rt.session() as session:
+        return set(session.scalars(select(Outbox.status).where(Outbox.item_id.in_(item_ids))))
+
+
+def _health(app) -> tuple[int, dict]:
+    response = app.test_client().get("/health")
+    return response.status_code, response.get_json()
+
+
+def test_redis_stopped_and_started_saves_go_on_and_every_notification_goes_once(tmp_path, db_url, private_redis, smtp):
+    settings = make_settings(tmp_path, db_url, redis_url=private_redis.url, smtp_url=smtp.url)
+    rt = Runtime(settings)
+    people(rt)
+    app = create_app({"TESTING": True, "TRACKER_SETTINGS": settings})
+    assert _health(app) == (200, {"status": "ok", "database": {"ok": True}, "redis": {"ok": True},
+                                  "outbox": {"pending": 0, "dead": 0}})  # fmt: skip
+
+    queued = _assign(rt, "Queued 1", "Queued 2")  # jobs wait in Redis: no worker runs yet
+    assert jobs.queue(private_redis.url).count == 2
+    private_redis.stop()  # ... and are lost with it
+    waiting = _assign(rt, "While down 1", "While down 2")  # saving does not need Redis
+    assert _statuses(rt, queued + waiting) == {"pending"}
+    with rt.session() as session:
+        rows = len(session.scalars(select(Outbox.id)).all())
+    status, body = _health(app)
+    assert (status, body["status"], body["redis"], body["outbox"]) == (
+        200,
+        "degraded",
+        {"ok": False},
+        {"pending": rows, "dead": 0},
+    )
+
+    private_redis.start()  # empty
+    worker = Subprocess.tracker(
+        ["worker", "--no-fork"], fault_env(tmp_path, db_url, REDIS_URL=private_redis.url, SMTP_URL=smtp.url),
+        tmp_path / "worker.log",
+    )  # fmt: skip
+    try:
+        worker.wait_for("Listening on")
+        # the scheduler finds rows that waited longer than STRAGGLER_SECONDS and queues them again
+        later = utcnow() + timedelta(seconds=jobs.STRAGGLER_SECONDS + 1)
+        report = jobs.Scheduler(rt, clock=lambda: later).tick()
+        assert report.problems == [] and report.queued == rows
+        wait_until(
+            "the worker delivering what waited",
+            lambda: _statuses(rt, queued + waiting) == {"done"},
+            60,
+            explain=worker.output,
+        )
+        assert _health(app)[1]["status"] == "ok"
+
+        # Redis goes away under a running worker, which waits for it and carries on
+        private_redis.stop()
+        during = _assign(rt, "Worker waits")
+        private_redis.start()
+        worker.wait_for("could not connect to Redis")
+        after = _assign(rt, "After restart")
+        wait_until(
+            "the worker delivering after Redis came back",
+            lambda: _statuses(rt, after) == {"done"},
+            60,
+            explain=worker.output,
+        )
+        report = jobs.Scheduler(rt, clock=lambda: utcnow() + timedelta(seconds=jobs.STRAGGLER_SECONDS + 1)).tick()
+        assert report.queued == rows // 4  # the rows saved while Redis was away
+        wait_until("the last rows", lambda: _statuses(rt, during) == {"done"}, 60, explain=worker.output)
+        # nothing left to queue: a tick finds nothing, and nothing goes twice
+        assert jobs.Scheduler(rt, clock=lambda: utcnow() + timedelta(hours=1)).tick().queued == 0
+    finally:
+        worker.kill()
+
+    every = queued + waiting + during + after
+    with rt.session() as session:
+        rows = list(session.scalars(select(Outbox).where(Outbox.kind == "notify", Outbox.item_id.in_(every))))
+        inbox = Counter(session.scalars(select(Notification.outbox_id)))
+    assert len(rows) == len(every) and {r.status for r in rows} == {"done"}
+    assert {r.id: inbox[r.id] for r in rows} == {r.id: 1 for r in rows}  # bob's inbox: once each
+    wait_until("every e-mail received", lambda: len(smtp.to("bob@tracker.test")) >= len(every), 30)
+    subjects = Counter(m["Subject"] for m in smtp.to("bob@tracker.test"))
+    assert subjects == Counter(
+        f"[Tracker] alice assigned {t} to you"
+        for t in ("Queued 1", "Queued 2", "While down 1", "While down 2", "Worker waits", "After restart")
+    )
+    assert len({m["Message-ID"] for m in smtp.messages}) == len(smtp.messages)
+    assert _health(app)[1]["status"] == "ok"
+    app.extensions["tracker"].engine.dispose()
+    rt.engine.dispose()
