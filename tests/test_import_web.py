@@ -8,12 +8,13 @@ import io
 import re
 import time
 import uuid
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
 
 from engine import jobs
-from engine.models import ImportJob, Item, Outbox
+from engine.models import ImportJob, Item, Outbox, utcnow
 from tests import webhelpers
 from tests.import_helpers import ULNS, csv_bytes, learners_xlsx
 from tests.webhelpers import cheap_hashing, create_users, csrf, sign_in  # noqa: F401 - cheap_hashing is autouse
@@ -153,8 +154,8 @@ def test_a_running_job_refreshes_itself_without_javascript(app):
         job_id = job.id
     page = client.get(f"/imports/{job_id}").get_data(as_text=True)
     assert '<noscript><meta http-equiv="refresh" content="3"></noscript>' in page
-    assert '<progress id="import-bar" class="bar import-bar" max="4000" value="1000"' in page
-    assert "25% · 1,000 of 4,000 rows" in page and "imports.js" in page
+    assert '<progress id="job-bar" class="bar job-bar" max="4000" value="1000"' in page
+    assert "25% · 1,000 of 4,000 rows" in page and "progress.js" in page
     state = client.get(f"/imports/{job_id}/progress.json").get_json()
     assert state["percent"] == 25 and not state["finished"] and state["page"] == f"/imports/{job_id}"
 
@@ -260,3 +261,24 @@ def test_jobs_run_on_an_rq_worker_when_redis_is_configured(new_app, redis_url):
     finally:
         jobs.use_runtime(None)
         jobs.queue(redis_url, name).empty()
+
+
+def test_a_job_that_died_or_failed_says_so_and_what_to_do(app):
+    client = client_for(app, "clerk")
+    rt = app.extensions["tracker"]
+    with rt.session() as session:
+        user_id = rt.users(session).get("clerk").id
+        long_ago = utcnow() - timedelta(minutes=30)
+        dead = ImportJob(user_id=user_id, type_key="learner", filename="a.csv", content=b"x", status="importing")
+        dead.total_rows, dead.processed, dead.updated_at = 5000, 2000, long_ago
+        failed = ImportJob(user_id=user_id, type_key="learner", filename="b.csv", content=b"x", status="failed")
+        failed.error = "The user who started the import is no longer active."
+        session.add_all([dead, failed])
+        session.commit()
+        dead_id, failed_id = dead.id, failed.id
+    page = client.get(f"/imports/{dead_id}").get_data(as_text=True)
+    assert "This import stopped at 2,000 of 5,000 rows" in page and "Upload the file again" in page
+    assert "http-equiv" not in page
+    assert client.get(f"/imports/{dead_id}/progress.json").get_json()["stalled"] is True
+    page = client.get(f"/imports/{failed_id}").get_data(as_text=True)
+    assert "The import stopped: The user who started the import is no longer active." in page
