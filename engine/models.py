@@ -617,3 +617,38 @@ class WebSession(Base):
     ended_reason: Mapped[str | None] = mapped_column(String(16))
     address: Mapped[str] = mapped_column(String(64), default="")
     user_agent: Mapped[str] = mapped_column(String(200), default="")
+
+
+class BackgroundJob(Base):
+    """Long work started on the web and run in the background (see :mod:`engine.background`):
+    an ILR export, the migration of a type's items. ``status``: ``queued``, ``running``,
+    ``done`` or ``failed`` (``error`` says why). ``processed`` of ``total`` counts ``unit``
+    (learners, items) in the current ``stage``; ``result`` is what the work returned, for its
+    result page. Only the user who started it (and administrators) may see it."""
+
+    __tablename__ = "background_jobs"
+    __table_args__ = (
+        Index("ix_background_jobs_user", "user_id", "kind", "id"),
+        Index("ix_background_jobs_subject", "kind", "subject", "status"),
+    )
+
+    id: Mapped[intpk]
+    #: what the work is: ``ilr_export``, ``type_migration``
+    kind: Mapped[str] = mapped_column(String(32))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    #: what it works on, when it is one thing (the type key of a migration)
+    subject: Mapped[str] = mapped_column(String(200), default="")
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    stage: Mapped[str] = mapped_column(String(200), default="")
+    unit: Mapped[str] = mapped_column(String(32), default="")
+    processed: Mapped[int] = mapped_column(default=0)
+    total: Mapped[int] = mapped_column(default=0)
+    result: Mapped[dict[str, Any] | None] = mapped_column()
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[created_at]
+    #: the last sign of life of the work (a job that stops updating has died)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+    user: Mapped[User | None] = relationship(lazy="joined")

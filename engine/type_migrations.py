@@ -206,10 +206,14 @@ class TypeMigrator:
                     vp.failures.append(Example(item.id, item.title, problems))
         return Preview(type_key, current.version, [by_version[v] for v in sorted(by_version)])
 
-    def apply(self, type_key: str, *, progress: Callable[[int, int], None] | None = None) -> Result:
+    def apply(
+        self, type_key: str, *, progress: Callable[[int, int], None] | None = None, failures_kept: int = 20
+    ) -> Result:
         """Migrate every item behind the current version that validates under it, a batch per
         transaction; each gets an ``updated`` event with its field changes (when any) and a
-        ``migrated`` event. Items that would not validate stay as they are and are counted."""
+        ``migrated`` event. Items that would not validate stay as they are and are counted; the
+        first ``failures_kept`` are returned with their problems. ``progress(done, total)`` is
+        told after each batch how many items were gone through."""
         current = self.registry.type(type_key)
         total = self._count_behind(current)
         result = Result()
@@ -235,7 +239,7 @@ class TypeMigrator:
                         raise
             result.migrated += done
             result.failed += len(failed)
-            result.failures.extend(failed[: max(0, 20 - len(result.failures))])
+            result.failures.extend(failed[: max(0, failures_kept - len(result.failures))])
             last_id = ids[-1]
             if progress is not None:
                 progress(result.migrated + result.failed, total)

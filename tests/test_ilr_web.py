@@ -1,6 +1,7 @@
-"""The ILR export on the web: the button on the ILR list, the form, the result page listing who
-was left out and why, the download; refused without exports.bulk or from an address outside
-TRACKER_BULK_EXPORT_ALLOW, which also guards the CSV exports; every bulk download recorded."""
+"""The ILR export on the web: the button on the ILR list, the form, the export's job page listing
+who was left out and why, the download; refused without exports.bulk or from an address outside
+TRACKER_BULK_EXPORT_ALLOW, which also guards the CSV exports; every bulk download recorded.
+(tests/test_background_jobs.py follows the job itself: progress, failures, who may see it.)"""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from engine.permissions import Actor
 from engine.services import ItemService
 from tests.conftest import LEARNER, ROOT
 from tests.ilr_helpers import TODAY, put, record
+from tests.job_helpers import finished_page
 from tests.webhelpers import cheap_hashing, csrf, make_app, sign_in  # noqa: F401 - cheap_hashing is autouse
 
 XSD = ROOT / "tracker_types" / "ilr" / "schemafile25.xsd"
@@ -107,8 +109,8 @@ def test_export_makes_the_file_and_lists_who_was_left_out(setup):
     assert "No ILR file has been made yet." in page
 
     response = post_export(client, status="new")
-    page = response.get_data(as_text=True)
-    assert response.status_code == 200, page
+    assert re.fullmatch(r"/ilr/jobs/\d+", response.headers["Location"])
+    _url, page = finished_page(client, response)
     name = re.search(r"ILR-10012345-2526-\d{8}-\d{6}-01\.xml", page).group(0)
     assert f"<strong>{name}</strong> holds 2 learners" in page
     assert "1 learner left out of the file" in page
@@ -143,9 +145,8 @@ def test_export_makes_the_file_and_lists_who_was_left_out(setup):
 def test_strict_export_and_bad_input_write_nothing(setup, tmp_path):
     app = setup()
     client = client_for(app, "fran")
-    strict = post_export(client, strict="y")
-    page = strict.get_data(as_text=True)
-    assert strict.status_code == 422 and "No ILR file written" in page
+    _url, page = finished_page(client, post_export(client, strict="y"))
+    assert "No ILR file written" in page
     assert "1 learner failed" in page and "LR0003" in page
     bad = post_export(client, ukprn="123")
     assert bad.status_code == 422
@@ -178,7 +179,7 @@ def test_without_exports_bulk_the_export_is_refused(setup):
 def test_an_address_outside_the_allow_list_is_refused_with_a_clear_message(setup):
     app = setup()
     office = client_for(app, "fran")
-    name = re.search(r"ILR-\d{8}-2526-\d{8}-\d{6}-01\.xml", post_export(office).get_data(as_text=True)).group(0)
+    name = re.search(r"ILR-\d{8}-2526-\d{8}-\d{6}-01\.xml", finished_page(office, post_export(office))[1]).group(0)
     home = client_for(app, "fran", HOME)
     for response in (
         home.get("/ilr/export"),
@@ -242,7 +243,8 @@ def test_export_result_links_each_problem_to_its_field(setup):
         data["learning_deliveries"][1]["learn_act_end_date"] = "2025-08-01"  # saved before a rule: now breaks it
         item.data = data
         session.commit()
-    page = post_export(client_for(app, "fran")).get_data(as_text=True)
+    client = client_for(app, "fran")
+    _url, page = finished_page(client, post_export(client))
     anchor = f"/items/{app.ids['LR0002']}#data-learning_deliveries-1-learn_act_end_date"
     assert f'<a href="{anchor}">Learning deliveries 2 › Actual end date</a>' in page
     assert "LearnActEndDate_01: the actual end date must not be before the learning start date" in page

@@ -1,8 +1,12 @@
 """ILR export pages: make the ILR XML file of the ILR records a list shows, see who was left out
 and why, and download the files made (``exports.bulk`` only, from allowed addresses only).
 
-The "Export ILR XML" button of the ILR list leads here with the list's filters. Files are kept
-in ``<instance>/exports/ilr/`` under the names ESFA expects, and downloaded from
+The "Export ILR XML" button of the ILR list leads here with the list's filters. The file is made
+in the background (:mod:`engine.ilr.export_job`): the form starts it and leads to its page,
+``/ilr/jobs/<id>``, where a progress bar follows it (polling ``progress.json``; without
+JavaScript the page refreshes itself) until the page shows the result. Only the person who
+started an export (and administrators) see its page. Files are kept in
+``<instance>/exports/ilr/`` under the names ESFA expects, and downloaded from
 ``/ilr/files/<name>``; every file made and every download is recorded (see
 :mod:`engine.services.bulk`).
 """
@@ -11,27 +15,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Blueprint, render_template, request, send_file, url_for
+from flask import Blueprint, redirect, render_template, request, send_file, url_for
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from sqlalchemy import select
 from wtforms import BooleanField, SelectChoice, SelectField, StringField
 from wtforms.validators import DataRequired
 
-from engine import permissions
+from engine import background, permissions
 from engine.errors import NotFound, Problem, TrackerError, ValidationFailed
-from engine.ilr import xml_export
+from engine.ilr import export_job, xml_export
 from engine.ilr.xml_builder import COLLECTIONS
 from engine.models import BulkExport
 from engine.services import bulk
 from engine.validation import schema_at
-from webui import db_session, lists, runtime
+from webui import db_session, job_pages, lists, runtime
 
 bp = Blueprint("ilr", __name__, url_prefix="/ilr")
 lists.LIST_ACTIONS.setdefault(xml_export.TYPE_KEY, []).append(("Export ILR XML", "ilr.export_form", "exports.bulk"))
 
 #: files listed as made recently on the export page
 RECENT = 10
+#: the user's own exports listed on the export page
+MY_RECENT = 5
 
 
 class ExportForm(FlaskForm):
@@ -50,7 +56,7 @@ class ExportForm(FlaskForm):
 
 def folder() -> Path:
     """Where ILR files made on the web are kept."""
-    return runtime().settings.instance_path / "exports" / "ilr"
+    return export_job.folder(runtime().settings)
 
 
 def _ilr_type():
@@ -97,6 +103,10 @@ def _form_page(form: ExportForm, filters: dict, errors: list[str] | None = None,
             count=count,
             errors=errors or [],
             recent=_recent(),
+            my_jobs=[
+                (job, background.state(job))
+                for job in background.recent(runtime(), current_user.actor, export_job.KIND, limit=MY_RECENT)
+            ],
             list_url=url_for("lists.type_items", key=xml_export.TYPE_KEY, **_list_args(filters)),
         ),
         status,
@@ -130,23 +140,23 @@ def export_form():
 @bp.route("/export", methods=["POST"])
 @login_required
 def export():
-    """Make the file; show what went in, who was left out and why, and the download link."""
+    """Start making the file in the background and lead to its page; what can be told at once
+    (the form, the UKPRN, no matching record) is shown on the form again (422)."""
     _ilr_type()
     filters = _filters(request.form)
     form = ExportForm()
     if not form.validate():
         errors = [f"{form[name].label.text}: {' '.join(messages)}" for name, messages in form.errors.items()]
         return _form_page(form, filters, errors, 422)
-    service = runtime().items(db_session(), current_user.actor)
     try:
-        result = xml_export.export_ilr(
-            service,
+        job = export_job.start(
+            runtime(),
+            current_user.actor,
             ukprn=form.ukprn.data,
             year=form.year.data,
-            out_dir=folder(),
-            status=filters["status"] or None,
-            assignee=filters["assignee"] or None,
-            q=filters["q"] or None,
+            status=filters["status"],
+            assignee=filters["assignee"],
+            q=filters["q"],
             strict=form.strict.data,
             origin=lists.bulk_origin(),
         )
@@ -156,16 +166,42 @@ def export():
         if exc.status == 403:
             raise
         return _form_page(form, filters, [f"{exc.message} {exc.advice}".strip()], 422)
-    return (
-        render_template(
-            "ilr/result.html",
-            result=result,
-            field_id=_field_id,
-            field_label=_field_label,
-            list_url=url_for("lists.type_items", key=xml_export.TYPE_KEY, **_list_args(filters)),
-        ),
-        200 if result.written else 422,
+    return redirect(url_for("ilr.job_page", job_id=job.id), 303)
+
+
+@bp.route("/jobs/<int:job_id>")
+@login_required
+def job_page(job_id: int):
+    """An export: its progress while it runs; then the file made, with everyone left out and
+    why (a page at a time), or why it stopped."""
+    _ilr_type()
+    job = background.get(runtime(), current_user.actor, job_id, export_job.KIND)
+    state = background.state(job)
+    result = job.result if job.status == "done" else None
+    params = job.params or {}
+    filters = {"status": params.get("status") or [], "assignee": params.get("assignee", ""), "q": params.get("q", "")}
+    return render_template(
+        "ilr/job.html",
+        job=job,
+        state=state,
+        running=job.status in background.RUNNING and not state["stalled"],
+        refresh=job_pages.REFRESH_SECONDS,
+        result=result,
+        excluded=job_pages.page_of(result["excluded"]) if result else None,
+        field_id=_field_id,
+        field_label=_field_label,
+        list_url=url_for("lists.type_items", key=xml_export.TYPE_KEY, **_list_args(filters)),
+        again_url=url_for("ilr.export_form", **_list_args(filters)),
     )
+
+
+@bp.route("/jobs/<int:job_id>/progress.json")
+@login_required
+def job_progress(job_id: int):
+    """How far the export is, for its progress bar."""
+    _ilr_type()
+    job = background.get(runtime(), current_user.actor, job_id, export_job.KIND)
+    return job_pages.progress_response(background.state(job), url_for("ilr.job_page", job_id=job.id))
 
 
 @bp.route("/files/<name>")

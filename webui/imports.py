@@ -9,7 +9,7 @@ see it, since the file holds personal data.
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, Response, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -18,14 +18,12 @@ from engine.errors import PermissionDenied, Problem, ValidationFailed
 from engine.services import import_jobs
 from engine.services.import_files import ENCODINGS, FileRefused
 from engine.services.imports import ImportService
-from webui import db_session, runtime
+from webui import db_session, job_pages, runtime
 
 bp = Blueprint("imports", __name__)
 
 #: what a request body may carry beyond the file itself (the other fields, multipart framing)
 FORM_MARGIN = 64 * 1024
-#: seconds between refreshes of a page whose job is still running (without JavaScript)
-REFRESH_SECONDS = 3
 
 
 def _service() -> ImportService:
@@ -149,7 +147,7 @@ def job_page(job_id: int):
         type=tracker_type,
         state=state,
         running=running,
-        refresh=REFRESH_SECONDS if running else None,
+        refresh=job_pages.REFRESH_SECONDS,
         problems=found,
         total_problems=total,
         page=min(page, pages),
@@ -164,7 +162,7 @@ def job_page(job_id: int):
 def job_progress(job_id: int):
     """How far the job is, for the progress bar: status, rows done of the total, counts."""
     job = import_jobs.get(runtime(), current_user.actor, job_id)
-    return jsonify({**import_jobs.progress(job), "page": url_for("imports.job_page", job_id=job.id)})
+    return job_pages.progress_response(import_jobs.progress(job), url_for("imports.job_page", job_id=job.id))
 
 
 @bp.post("/imports/<int:job_id>/start")

@@ -39,6 +39,11 @@ from engine.validation import make_validator, schema_at, schema_problems
 
 log = logging.getLogger(__name__)
 
+#: ``progress(done, total, stage)``: ``done`` of ``total`` learners are through ``stage``:
+#: ``records`` (each record checked), ``schema`` (the file checked against ESFA's schema, learner
+#: by learner; again without the learners it refused, if any), ``write`` (the file and the events)
+Progress = Callable[[int, int, str], None]
+
 TYPE_KEY = "ilr"
 #: ``ILR-<UKPRN>-<YYYY>-<yyyymmdd>-<hhmmss>-<NN>.xml`` (ESFA's Filename_1)
 FILENAME = re.compile(r"^ILR-(\d{8})-(\d{4})-(\d{8})-(\d{6})-(\d{2})\.xml$")
@@ -159,10 +164,12 @@ def export_ilr(
     serial: int | None = None,
     origin: Origin = COMMAND_LINE,
     now: Callable[[], datetime] = datetime.now,
+    progress: Progress | None = None,
 ) -> IlrExport:
     """Write the ILR file of the ILR items chosen (``item_ids``, or those ``service.list`` finds
     with ``status``/``assignee``/``q``; without a status, every item not in a cancelled state)
-    into ``out_dir``, and return what was written and who was left out.
+    into ``out_dir``, and return what was written and who was left out. ``progress`` is told
+    how many learners are through each stage (see :data:`Progress`).
 
     Raises:
         PermissionDenied: the actor lacks ``exports.bulk`` (or ``items.view``) on ILR items, or
@@ -191,15 +198,17 @@ def export_ilr(
     prepared = now().replace(microsecond=0)
     result = IlrExport(ukprn, collection.year, prepared, strict=strict)
     candidates: list[Item] = []
-    for item in items:
+    for done, item in enumerate(items, 1):
         problems = current_problems(service, item)
         if problems:
             result.excluded.append(_excluded(item, problems))
         else:
             candidates.append(item)
+        if progress is not None:
+            progress(done, len(items), "records")
     out_dir = Path(out_dir)
     number = serial or next_serial(out_dir, ukprn, collection.year)
-    doc, failed = _valid_document(service, candidates, ukprn, collection, number, prepared)
+    doc, failed = _valid_document(service, candidates, ukprn, collection, number, prepared, progress)
     result.excluded += failed
     result.included = [item.id for item in candidates if item.id not in {e.item_id for e in failed}]
     detail = {"excluded": [{"item": e.item_id, "reasons": [p.message for p in e.problems]} for e in result.excluded]}
@@ -209,6 +218,8 @@ def export_ilr(
         )
         service.session.commit()
         return result
+    if progress is not None:
+        progress(0, len(result.included), "write")
     result.filename = filename(ukprn, collection.year, prepared, number)
     result.path = _write(out_dir, result.filename, xml_builder.to_bytes(doc))
     bulk.record(
@@ -232,6 +243,8 @@ def export_ilr(
             )
         )
     service.session.commit()
+    if progress is not None:
+        progress(len(result.included), len(result.included), "write")
     log.info(
         "ILR export: %s wrote %s with %d learner(s), %d left out",
         actor.username,
@@ -319,9 +332,10 @@ def _chosen(service: ItemService, ids, status, assignee, q) -> list[Item]:
             return found
 
 
-def _valid_document(service, candidates: list[Item], ukprn, collection, number, prepared):
+def _valid_document(service, candidates: list[Item], ukprn, collection, number, prepared, progress=None):
     """Build and validate; leave out every learner the XSD refuses and build again, until the
-    document validates. Returns the document and the learners left out."""
+    document validates. Returns the document and the learners left out. ``progress`` is told
+    of each learner as the validation reaches it."""
     xsd = schema(collection.year)
     failed: list[Excluded] = []
     remaining = list(candidates)
@@ -337,7 +351,9 @@ def _valid_document(service, candidates: list[Item], ukprn, collection, number, 
             prepared=prepared,
             release=release,
         )
-        errors = list(xsd.iter_errors(doc.root))
+        errors = list(xsd.iter_errors(doc.root, validation_hook=_counting_learners(collection, remaining, progress)))
+        if progress is not None:
+            progress(len(remaining), len(remaining), "schema")
         if not errors:
             return doc, failed
         parents = {child: parent for parent in doc.root.iter() for child in parent}
@@ -356,6 +372,23 @@ def _valid_document(service, candidates: list[Item], ukprn, collection, number, 
                 found.append(problem)
         failed += [_excluded(remaining[i], problems) for i, problems in sorted(by_learner.items())]
         remaining = [item for i, item in enumerate(remaining) if i not in by_learner]
+
+
+def _counting_learners(collection: Collection, remaining: list[Item], progress):
+    """A validation hook for xmlschema that tells ``progress`` how many learners the
+    validation has gone through (it is called before each element is validated)."""
+    if progress is None:
+        return None
+    learner = f"{{{collection.namespace}}}Learner"
+    seen = [0]
+
+    def hook(element, _xsd_element) -> bool:
+        if element.tag == learner:
+            progress(seen[0], len(remaining), "schema")
+            seen[0] += 1
+        return False  # validate the element as usual
+
+    return hook
 
 
 def _source(doc, parents, element) -> tuple[int | None, str]:

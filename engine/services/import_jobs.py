@@ -3,23 +3,23 @@
 :func:`start` reads the file and refuses a bad one at once (before anything is stored),
 then keeps the file in an :class:`~engine.models.ImportJob` and runs the dry run as a job;
 :func:`confirm` runs the import itself as a second job. A job runs on an RQ worker when
-``TRACKER_REDIS_URL`` is set (``tracker worker``), otherwise on a thread of this process.
-Both steps go through :class:`~engine.services.imports.ImportService`, so they validate,
-write and report exactly as ``tracker import`` does; each writes its progress (rows done)
-after every chunk, which the page shows as a progress bar.
+``TRACKER_REDIS_URL`` is set (``tracker worker``), otherwise on a thread of this process
+(see :func:`engine.background.launch`). Both steps go through
+:class:`~engine.services.imports.ImportService`, so they validate, write and report exactly
+as ``tracker import`` does; each writes its progress (rows done) after every chunk, which the
+page shows as a progress bar.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
+from engine import background
 from engine.errors import Conflict, NotFound, Problem, TrackerError
 from engine.models import ImportJob, ImportProblem, User, utcnow
 from engine.permissions import Actor
@@ -31,8 +31,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: a running job that has not written progress for this long has died (a restarted process)
-STALLED_AFTER = timedelta(minutes=10)
 RUNNING = ("checking", "importing")
 #: most rows of a failed-rows file shown at once on the page
 PROBLEMS_PER_PAGE = 50
@@ -169,13 +167,14 @@ def describe(job: ImportJob) -> str:
 def stalled(job: ImportJob) -> bool:
     """True when the job's process has stopped writing progress: it died with its rows
     half done (each finished batch is kept; the rest were not imported)."""
-    return job.status in RUNNING and job.updated_at < utcnow() - STALLED_AFTER
+    return job.status in RUNNING and background.stalled_since(job.updated_at)
 
 
 def progress(job: ImportJob) -> dict[str, Any]:
     """What the progress endpoint answers: the step, rows done of the total, the counts."""
     total = job.total_rows or 0
     done = min(job.processed or 0, total)
+    share = background.percent(done, total)
     return {
         "id": job.id,
         "status": job.status,
@@ -183,7 +182,8 @@ def progress(job: ImportJob) -> dict[str, Any]:
         "finished": job.status in ("checked", "done", "failed"),
         "processed": done,
         "total": total,
-        "percent": round(100 * done / total) if total else 100,
+        "percent": share,
+        "text": f"{share}% · {done:,} of {total:,} rows",
         "valid": job.valid_rows,
         "invalid": job.invalid_rows,
         "duplicate_rows": job.duplicate_rows,
@@ -221,33 +221,9 @@ def failed_rows_csv(runtime: Runtime, job: ImportJob) -> tuple[str, Iterator[str
 
 
 def launch(runtime: Runtime, job_id: int, step: str) -> None:
-    """Run a step of the job in the background: as an RQ job when Redis is configured,
-    else on a thread of this process. If Redis cannot take it, the thread runs it."""
-    url = runtime.settings.redis_url
-    if url:
-        from engine.jobs import queue
-
-        try:
-            queue(url, runtime.settings.queue_name).enqueue(
-                run_job,
-                job_id,
-                step,
-                job_timeout=4 * 3600,
-                result_ttl=3600,
-                description=f"import #{job_id}: {step}",
-            )
-            return
-        except Exception as exc:  # noqa: BLE001 - Redis down: run it here rather than not at all
-            log.warning("Redis could not take import #%s (%s); running it in this process", job_id, exc)
-    thread = threading.Thread(target=run, args=(runtime, job_id, step), name=f"import-{job_id}", daemon=True)
-    thread.start()
-
-
-def run_job(job_id: int, step: str) -> str:
-    """RQ job: run ``step`` (``check`` or ``import``) of import ``job_id``."""
-    from engine.jobs import current_runtime
-
-    return run(current_runtime(), job_id, step)
+    """Run a step (``check`` or ``import``) of the job in the background: as an RQ job when
+    Redis is configured, else on a thread of this process."""
+    background.launch(runtime, run, job_id, step, description=f"import #{job_id}: {step}")
 
 
 def run(runtime: Runtime, job_id: int, step: str) -> str:
@@ -257,19 +233,13 @@ def run(runtime: Runtime, job_id: int, step: str) -> str:
         return _run(runtime, job_id, step)
     except Exception as exc:  # noqa: BLE001 - whatever happens, the page must learn of it
         log.exception("import #%s (%s) failed", job_id, step)
-        message = exc.message if isinstance(exc, TrackerError) else f"An unexpected error stopped it: {exc}"
-        with runtime.session() as session:
-            session.execute(
-                update(ImportJob)
-                .where(ImportJob.id == job_id)
-                .values(status="failed", error=message[:2000], finished_at=utcnow())
-            )
-            session.commit()
+        message = exc.message if isinstance(exc, TrackerError) else background.failure_message(exc)
+        background.mark_failed(runtime, ImportJob, job_id, message)
         return f"import #{job_id} failed: {message}"
 
 
 def _run(runtime: Runtime, job_id: int, step: str) -> str:
-    with runtime.session() as session, runtime.session() as progress_session:
+    with runtime.session() as session, background.ProgressWriter(runtime, ImportJob, job_id) as writer:
         job = session.get(ImportJob, job_id)
         if job is None:
             return f"import #{job_id} no longer exists"
@@ -285,15 +255,12 @@ def _run(runtime: Runtime, job_id: int, step: str) -> str:
         plan = service.open(type_key, filename, content, encoding=encoding)
         del content
 
-        def record_progress(done: int, _total: int) -> None:
-            progress_session.execute(
-                update(ImportJob).where(ImportJob.id == job_id).values(processed=done, updated_at=utcnow())
-            )
-            progress_session.commit()
+        def record_progress(done: int, total: int) -> None:
+            writer(done, force=done >= total)
 
         if step == "check":
             report = service.check(plan, progress=record_progress)
-            _store(progress_session, job_id, "check", report.problems)
+            _store(writer.session, job_id, "check", report.problems)
             values = {
                 "status": "checked",
                 "total_rows": report.total,
@@ -305,7 +272,7 @@ def _run(runtime: Runtime, job_id: int, step: str) -> str:
         else:
             on_committed = outbox_sender(runtime) if runtime.settings.redis_url else None
             summary = service.run(plan, progress=record_progress, on_committed=on_committed)
-            _store(progress_session, job_id, "import", summary.problems)
+            _store(writer.session, job_id, "import", summary.problems)
             values = {
                 "status": "done",
                 "created": summary.created,
@@ -313,12 +280,7 @@ def _run(runtime: Runtime, job_id: int, step: str) -> str:
                 "failed": summary.failed,
             }
             outcome = f"{summary.created} created, {summary.duplicates} duplicates, {summary.failed} failed"
-        progress_session.execute(
-            update(ImportJob)
-            .where(ImportJob.id == job_id)
-            .values(**values, processed=plan.total, finished_at=utcnow(), updated_at=utcnow())
-        )
-        progress_session.commit()
+        writer.write(**values, processed=plan.total, finished_at=utcnow())
     log.info("import #%s %s: %s", job_id, step, outcome)
     return outcome
 
