@@ -445,3 +445,38 @@ def test_a_format_a_plugin_adds_is_read_by_its_extension(service_for, clerk):
     with pytest.raises(FileRefused) as refused:
         importer.open("learner", "people.jsonl", b'{"given_name": "Ann"}\nnot json\n')
     assert refused.value.problems[0].message == "Line 2 is not JSON."
+
+
+def test_a_round_robin_gives_imported_rows_their_turns_and_the_dry_run_takes_none(session, tmp_path):
+    """Checking a row assigns nobody, and each imported row takes exactly one turn."""
+    from engine.definitions import load_registry
+    from engine.services import UserService
+
+    root = tmp_path / "defs"
+    (root / "tracker_types" / "ticket").mkdir(parents=True)
+    (root / "workflows").mkdir()
+    (root / "workflows" / "ticket.yaml").write_text(
+        "key: ticket\nname: Ticket\nstates:\n  - {key: new, label: New, initial: true}\ntransitions: []\n"
+    )
+    (root / "roles.yaml").write_text(
+        "roles:\n  - key: desk\n    name: Desk\n    capabilities: [items.view, items.edit]\n"
+    )
+    (root / "tracker_types" / "ticket" / "type.yaml").write_text(
+        "key: ticket\nname: Ticket\nversion: 1\nworkflow: ticket\ntitle: '{{ data.title }}'\n"
+        "assignment: {rule: round_robin, role: desk}\n"
+    )
+    (root / "tracker_types" / "ticket" / "schema.json").write_text(
+        json.dumps({"type": "object", "properties": {"title": {"type": "string"}}})
+    )
+    registry = load_registry([root])
+    assert registry.problems == [], registry.problems
+    users = UserService(session, registry)
+    for name in ("dan", "dora"):
+        users.create(name, ["desk"])
+    importer = ImportService(ItemService(session, Actor.system(), registry))
+    plan = importer.open("ticket", "t.csv", csv_bytes("title", "one", "two", "three"))
+    assert importer.check(plan).valid == 3
+    summary = importer.run(plan)
+    assert summary.created == 3
+    owners = [i.assignee.username for i in session.scalars(select(Item).order_by(Item.id))]
+    assert owners == ["dan", "dora", "dan"]

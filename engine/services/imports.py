@@ -379,6 +379,8 @@ class ImportService:
             chunk = plan.table.rows[start : start + self.chunk_size]
             rows = self._prepare(plan, chunk)
             self._find_duplicates(plan, rows, seen)
+            # validating may have written (a round robin takes turns): only the saves may write
+            self._end_chunk()
             self._write(plan, [r for r in rows if r.ok], created_by_line, summary, on_committed)
             for row in rows:
                 for problem in row.problems:
