@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from engine.models import DefinitionPublish, Event, Item, TypeDefinition
 from engine.permissions import Actor
 from tests import webhelpers
+from tests.job_helpers import finished_page
 from tests.webhelpers import create_users, csrf, sign_in
 
 #: fixtures from tests/webhelpers.py (cheap_hashing is autouse)
@@ -578,7 +579,10 @@ def test_publish_refused_with_problems_then_published_rolled_back_and_migrated(a
         and '<dd id="fail-1">0</dd>' in preview
     )
     assert "rename title to bike" in preview
-    assert post(admin, "/admin/types/bike_loan/migrate").status_code == 303
+    started = post(admin, "/admin/types/bike_loan/migrate")
+    assert re.fullmatch(r"/admin/types/bike_loan/migrate/jobs/\d+", started.headers["Location"])
+    _url, done = finished_page(admin, started)
+    assert "Migrated 1 item to version 2." in done and '<dd id="failed-count">0</dd>' in done
     rt = app.extensions["tracker"]
     with rt.session() as session:
         item = session.get(Item, item_id)

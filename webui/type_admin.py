@@ -6,7 +6,8 @@ script adds live validation of the documents, the live count of a task list bein
 and the gutter of line numbers. Each change goes through the engine: the builder operations
 in :mod:`engine.definitions.builder` edit the parsed draft, :class:`DefinitionService` saves
 it, checks it with the loader that ``tracker check`` runs, publishes, rolls back, exports and
-imports; :class:`~engine.type_migrations.TypeMigrator` previews and applies migrations.
+imports; :class:`~engine.type_migrations.TypeMigrator` previews migrations, and applies them as
+background work (:mod:`engine.type_migration_job`) whose page follows it with a progress bar.
 A refused change changes nothing and says why, on the field or the line concerned.
 
 Pages, under ``/admin/types``: the list; ``new``; and per type ``fields``, ``documents``,
@@ -38,7 +39,7 @@ from flask import (
 )
 from flask_login import current_user
 
-from engine import permissions, sandbox
+from engine import background, permissions, sandbox, type_migration_job
 from engine.definitions import builder, documents
 from engine.definitions.builder import Draft, FieldChange
 from engine.definitions.model import CAPABILITIES, STATE_CATEGORIES, Registry, TrackerType
@@ -49,7 +50,7 @@ from engine.tasklists import TaskListService
 from engine.type_migrations import TypeMigrator, describe
 from engine.validation import make_validator, schema_problems
 from engine.workflow_diagram import render as render_diagram
-from webui import db_session, forms, runtime
+from webui import db_session, forms, job_pages, runtime
 from webui.auth import login_manager
 
 bp = Blueprint("type_admin", __name__, url_prefix="/admin/types")
@@ -927,16 +928,67 @@ def rollback(key: str):
 
 @bp.route("/<key>/migrate", methods=["GET", "POST"])
 def migrate(key: str):
+    """What migrating the items behind the current version would do; the button starts it in
+    the background and leads to its page. While one runs, the page leads to it instead."""
     editor = _editor(key)
     if editor.published is None or key not in editor.service.registry.types:
-        return _page("migrate.html", editor, "migrate", preview=None, describe=describe)
-    migrator = TypeMigrator(db_session(), current_user.actor, editor.service.registry)
+        return _page("migrate.html", editor, "migrate", preview=None, describe=describe, running=None, recent=[])
+    actor = current_user.actor
     if request.method == "POST":
-        result = migrator.apply(key)
-        flash(
-            f"Migrated {result.migrated} item(s) to version {editor.service.registry.type(key).version}"
-            + (f"; {result.failed} could not be migrated and stay under their version." if result.failed else "."),
-            "error" if result.failed else "info",
-        )
-        return redirect(url_for("type_admin.migrate", key=key), 303)
-    return _page("migrate.html", editor, "migrate", preview=migrator.preview(key), describe=describe)
+        try:
+            job = type_migration_job.start(runtime(), actor, key)
+        except type_migration_job.MigrationRunning as exc:
+            flash(f"{exc.message} {exc.advice}", "error")
+            if actor.is_admin or exc.job.user_id == actor.user_id:
+                return redirect(url_for("type_admin.migration_job", key=key, job_id=exc.job.id), 303)
+            return redirect(url_for("type_admin.migrate", key=key), 303)
+        except TrackerError as exc:
+            if exc.status == 403:
+                raise
+            flash(f"{exc.message} {exc.advice}".strip(), "info")
+            return redirect(url_for("type_admin.migrate", key=key), 303)
+        return redirect(url_for("type_admin.migration_job", key=key, job_id=job.id), 303)
+    running = background.running(runtime(), type_migration_job.KIND, key)
+    # while a migration runs the counts change under it: the page leads to it rather than preview
+    preview = None if running else TypeMigrator(db_session(), actor, editor.service.registry).preview(key)
+    return _page(
+        "migrate.html",
+        editor,
+        "migrate",
+        preview=preview,
+        describe=describe,
+        running=running,
+        may_follow=running is not None and (actor.is_admin or running.user_id == actor.user_id),
+        recent=background.recent(runtime(), actor, type_migration_job.KIND, subject=key, limit=5),
+    )
+
+
+@bp.route("/<key>/migrate/jobs/<int:job_id>")
+def migration_job(key: str, job_id: int):
+    """A migration: its progress while it runs; then how many items were migrated and which
+    could not be, with the reasons and links to them (a page at a time), or why it stopped.
+    Only the admin who started it (and administrators) see it."""
+    editor = _editor(key)
+    job = background.get(runtime(), current_user.actor, job_id, type_migration_job.KIND, subject=key)
+    state = background.state(job)
+    result = job.result if job.status == "done" else None
+    return _page(
+        "migration_job.html",
+        editor,
+        "migrate",
+        job=job,
+        state=state,
+        running=job.status in background.RUNNING and not state["stalled"],
+        refresh=job_pages.REFRESH_SECONDS,
+        result=result,
+        failures=job_pages.page_of(result["failures"]) if result else None,
+    )
+
+
+@bp.route("/<key>/migrate/jobs/<int:job_id>/progress.json")
+def migration_progress(key: str, job_id: int):
+    """How far the migration is, for its progress bar."""
+    job = background.get(runtime(), current_user.actor, job_id, type_migration_job.KIND, subject=key)
+    return job_pages.progress_response(
+        background.state(job), url_for("type_admin.migration_job", key=key, job_id=job.id)
+    )
