@@ -8,6 +8,7 @@ Import the fixtures into a test module with ``from tests.faults import *``. A mi
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import glob
 import os
@@ -346,15 +347,18 @@ def private_redis() -> Iterator[PrivateRedis]:
 
 
 class FaultyHandler(SinkHandler):
-    """The aiosmtpd handler of :class:`~tests.notify_helpers.SmtpSink` with two more faults:
-    ``refuse_to`` answers 450 (mailbox busy, try later) for those recipients, and
+    """The aiosmtpd handler of :class:`~tests.notify_helpers.SmtpSink` with more faults:
+    ``refuse_to`` answers 450 (mailbox busy, try later) for those recipients;
     ``drop_replies`` makes the next N messages be accepted and kept, with the connection
-    closed before the server says so: the sender cannot know they arrived."""
+    closed before the server says so: the sender cannot know they arrived; and
+    ``hold_after_data`` keeps a message to that recipient, then stalls before answering
+    (``holding`` is set) until ``release`` is set."""
 
     def __init__(self) -> None:
         super().__init__()
         self.refuse_to: set[str] = set()
         self.drop_replies = 0
+        self.hold_after_data: str | None = None
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802 - aiosmtpd API
         if address in self.refuse_to:
@@ -363,6 +367,10 @@ class FaultyHandler(SinkHandler):
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802
         answer = await super().handle_DATA(server, session, envelope)
+        if self.hold_after_data in envelope.rcpt_tos and not self.release.is_set():
+            self.holding.set()
+            while not self.release.is_set():
+                await asyncio.sleep(0.02)
         if self.drop_replies and answer.startswith("250"):
             self.drop_replies -= 1
             server.transport.abort()  # kept, but the "250" never reaches the sender
