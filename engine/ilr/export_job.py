@@ -30,6 +30,7 @@ KIND = "ilr_export"
 STAGES = {
     "records": "Checking each learner's record",
     "schema": "Checking the file against ESFA's schema",
+    "schema_again": "Checking the file again without the learners ESFA's schema refused",
     "write": "Writing the file",
 }
 UNIT = "learners"

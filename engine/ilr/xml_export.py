@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 
 #: ``progress(done, total, stage)``: ``done`` of ``total`` learners are through ``stage``:
 #: ``records`` (each record checked), ``schema`` (the file checked against ESFA's schema, learner
-#: by learner; again without the learners it refused, if any), ``write`` (the file and the events)
+#: by learner), ``schema_again`` (the same without the learners it refused, when it refused any),
+#: ``write`` (the file and the learners' events)
 Progress = Callable[[int, int, str], None]
 
 TYPE_KEY = "ilr"
@@ -351,9 +352,11 @@ def _valid_document(service, candidates: list[Item], ukprn, collection, number, 
             prepared=prepared,
             release=release,
         )
-        errors = list(xsd.iter_errors(doc.root, validation_hook=_counting_learners(collection, remaining, progress)))
+        stage = "schema_again" if failed else "schema"
+        hook = _counting_learners(collection, len(remaining), stage, progress)
+        errors = list(xsd.iter_errors(doc.root, validation_hook=hook))
         if progress is not None:
-            progress(len(remaining), len(remaining), "schema")
+            progress(len(remaining), len(remaining), stage)
         if not errors:
             return doc, failed
         parents = {child: parent for parent in doc.root.iter() for child in parent}
@@ -374,9 +377,9 @@ def _valid_document(service, candidates: list[Item], ukprn, collection, number, 
         remaining = [item for i, item in enumerate(remaining) if i not in by_learner]
 
 
-def _counting_learners(collection: Collection, remaining: list[Item], progress):
-    """A validation hook for xmlschema that tells ``progress`` how many learners the
-    validation has gone through (it is called before each element is validated)."""
+def _counting_learners(collection: Collection, total: int, stage: str, progress):
+    """A validation hook for xmlschema that tells ``progress`` how many of the ``total``
+    learners the validation has gone through (it is called before each element is validated)."""
     if progress is None:
         return None
     learner = f"{{{collection.namespace}}}Learner"
@@ -384,7 +387,7 @@ def _counting_learners(collection: Collection, remaining: list[Item], progress):
 
     def hook(element, _xsd_element) -> bool:
         if element.tag == learner:
-            progress(seen[0], len(remaining), "schema")
+            progress(seen[0], total, stage)
             seen[0] += 1
         return False  # validate the element as usual
 
