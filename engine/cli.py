@@ -365,7 +365,8 @@ def items_show(item_id, as_json, as_user) -> None:
     with rt.session() as session:
         service = rt.items(session, rt.actor(session, as_user))
         item = service.get(item_id)
-        record = item_record(item)
+        # what the acting user may see: finance fields only with finance.view
+        record = {**item_record(item), "data": service.visible_data(item), "problems": service.visible_warnings(item)}
         if as_json:
             click.echo(json.dumps(record, indent=2, default=str))
             return
@@ -378,9 +379,9 @@ def items_show(item_id, as_json, as_user) -> None:
         if item.description:
             click.echo(f"Description: {item.description}")
         click.echo("Data:")
-        for line in json.dumps(item.data, indent=2).splitlines():
+        for line in json.dumps(record["data"], indent=2).splitlines():
             click.echo(f"  {line}")
-        _warnings(item)
+        _warnings(item, record["problems"])
         options = service.available_transitions(item)
         if options:
             click.echo("Next: " + ", ".join(f"{tr.target} ({tr.label})" for tr in options))
@@ -420,13 +421,17 @@ def items_history(item_id, as_json, as_user) -> None:
     """Show every change to an item, oldest first."""
     rt = _runtime()
     with rt.session() as session:
-        events = rt.items(session, rt.actor(session, as_user)).history(item_id)
+        service = rt.items(session, rt.actor(session, as_user))
+        events = service.history(item_id)
+        item = service.get(item_id)
         if as_json:
-            click.echo(json.dumps([event_record(e) for e in events], indent=2, default=str))
+            records = [{**event_record(e), "payload": service.visible_payload(item, e)} for e in events]
+            click.echo(json.dumps(records, indent=2, default=str))
             return
         for event in events:
             who = event.actor.username if event.actor else "system"
-            click.echo(f"{event.at:%Y-%m-%d %H:%M:%S}  {who:<12} {describe_event(event)}")
+            shown = describe_event(event, service.visible_payload(item, event))
+            click.echo(f"{event.at:%Y-%m-%d %H:%M:%S}  {who:<12} {shown}")
 
 
 def item_record(item: Item) -> dict:
@@ -458,9 +463,9 @@ def event_record(event: Event) -> dict:
     }
 
 
-def describe_event(event: Event) -> str:
-    """One line of history in words."""
-    p = event.payload
+def describe_event(event: Event, payload: dict | None = None) -> str:
+    """One line of history in words (``payload``: the event's as the reader may see it)."""
+    p = event.payload if payload is None else payload
     if event.kind == "created":
         return "created the item"
     if event.kind == "transitioned":
@@ -486,8 +491,8 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _warnings(item: Item) -> None:
-    for problem in item.problems or ():
+def _warnings(item: Item, problems: list | None = None) -> None:
+    for problem in (item.problems if problems is None else problems) or ():
         click.secho(f"Warning: {problem['message']}", fg="yellow", err=True)
         if problem.get("advice"):
             click.echo(f"  -> {problem['advice']}", err=True)

@@ -96,6 +96,12 @@ def require(actor: Actor, capability: str, tracker_type: TrackerType | None = No
     )
 
 
+def may_fill_forms(actor: Actor, registry: Registry) -> bool:
+    """True when the actor may create or edit items of some type: who may use the forms'
+    lookups (postcode, ULN, company number), which query outside services with what is typed."""
+    return any(allows(actor, cap, t) for t in registry.types.values() for cap in ("items.create", "items.edit"))
+
+
 def visible_clause(actor: Actor, tracker_type: TrackerType) -> ColumnElement[bool]:
     """A WHERE clause selecting the items of ``tracker_type`` the actor may view."""
     roles = _granting(actor, "items.view", tracker_type)

@@ -143,6 +143,8 @@ def lookup(name: str):
     (recorded); every answer is JSON, so the form can say what happened."""
     if not current_user.is_authenticated:
         return {"results": [], "message": "Sign in again to use lookups."}, 401
+    if not permissions.may_fill_forms(current_user.actor, runtime().registry):
+        return {"results": [], "message": f"{current_user.username} may not use lookups: they fill in no forms."}, 403
     host = runtime().plugins
     found = host.lookups().get(name)
     if found is None:
