@@ -423,8 +423,9 @@ class Subprocess:
         self.proc = subprocess.Popen(args, env=env, stdout=self._out, stderr=subprocess.STDOUT, cwd=ROOT)
 
     @classmethod
-    def python(cls, script: str, env: dict[str, str], log: Path) -> Subprocess:
-        return cls([sys.executable, "-c", script], env, log)
+    def python(cls, script: str, env: dict[str, str], log: Path, *args: str) -> Subprocess:
+        """``python -c script args...``"""
+        return cls([sys.executable, "-c", script, *args], env, log)
 
     @classmethod
     def tracker(cls, args: list[str], env: dict[str, str], log: Path) -> Subprocess:
