@@ -20,7 +20,7 @@ from tests.faults import Subprocess, fault_env, wait_until
 from tests.notify_helpers import make_settings, people, service
 from webui import create_app
 
-pytestmark = [pytest.mark.redis]
+pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 
 
 def _assign(rt: Runtime, *topics: str) -> list[int]:
@@ -40,6 +40,7 @@ def _health(app) -> tuple[int, dict]:
     return response.status_code, response.get_json()
 
 
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # Redis and workers: the production shape
 def test_redis_stopped_and_started_saves_go_on_and_every_notification_goes_once(tmp_path, db_url, private_redis, smtp):
     settings = make_settings(tmp_path, db_url, redis_url=private_redis.url, smtp_url=smtp.url)
     rt = Runtime(settings)
