@@ -32,7 +32,9 @@ MAX_OUTPUT = 100_000
 MAX_WIDTH = 1000
 
 _range_spent: ContextVar[list[int] | None] = ContextVar("_range_spent", default=None)
-_WIDE = re.compile(r"\d{4,}")
+#: a width or precision of 4 digits or more in a %-format (``%9999s``, ``%.9999f``) or a
+#: str.format field (``{:>9999}``, ``{0:.9999f}``); digits elsewhere in the text are fine
+_WIDE = re.compile(r"%[#0 +\-]*(?:\d{4,}|\d*\.\d{4,})|\{[^{}]*:[^{}]*\d{4,}[^{}]*\}")
 
 
 class _LimitedEnvironment(ImmutableSandboxedEnvironment):
