@@ -24,6 +24,7 @@ from engine.runtime import Runtime
 from tests.faults import *  # noqa: F403 - fixtures
 from tests.faults import CuttingProxy, wait_until
 from tests.notify_helpers import make_settings, people, service
+from webui import create_app
 
 pytestmark = [pytest.mark.postgres]
 
@@ -237,4 +238,34 @@ def test_without_the_server_a_change_is_refused_with_a_clear_error_and_nothing_i
     with rt.session() as session:
         assert session.scalar(select(func.count()).select_from(Item).where(Item.title == "While down")) == 1
         assert Counter(session.scalars(select(Event.kind).where(Event.item_id == item.id))) == Counter(created=1)
+    rt.engine.dispose()
+
+
+def test_while_the_database_is_down_the_api_and_health_say_so_and_recover_by_themselves(
+    tmp_path, private_pg, private_pg_url
+):
+    settings = make_settings(tmp_path, private_pg_url, db_connect_retry_seconds=0)
+    app = create_app({"TESTING": True, "TRACKER_SETTINGS": settings})
+    rt = app.extensions["tracker"]
+    people(rt)
+    with rt.session() as session:
+        token = rt.users(session).create_token("alice", "fault test")[1]
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {token}"}
+    assert client.get("/api/v1/items", headers=headers).status_code == 200
+    private_pg.stop("fast")
+    try:
+        down = client.post("/api/v1/items", headers=headers, json={"type": "meeting", "data": {"topic": "Down"}})
+        assert down.status_code == 503 and down.mimetype == "application/json"
+        assert down.get_json()["message"] == "The database cannot be reached just now, so nothing was saved."
+        health = client.get("/health")
+        assert health.status_code == 503 and health.get_json() == {"status": "down", "database": {"ok": False}}
+    finally:
+        private_pg.start()
+    # the pool's connections died with the server: they are replaced, nobody restarts the app
+    assert client.get("/health").status_code == 200
+    up = client.post("/api/v1/items", headers=headers, json={"type": "meeting", "data": {"topic": "Up"}})
+    assert up.status_code == 201, up.get_json()
+    with rt.session() as session:
+        assert sorted(session.scalars(select(Item.title))) == ["Up"]
     rt.engine.dispose()

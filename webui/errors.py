@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from flask import Flask, render_template, request
+from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
+from engine import db
 from engine.errors import TrackerError
 
 
@@ -20,6 +22,15 @@ def init_app(app: Flask) -> None:
         if _under_api():
             return api.tracker_error_response(exc)
         return render_template("error.html", error=exc), exc.status
+
+    @app.errorhandler(DBAPIError)
+    def database_gone(exc: DBAPIError):
+        """The database restarting or down: a 503 that says so, like any engine error (a 500
+        for every request until it is back would look like a bug). Other database errors
+        stay the crashes they are."""
+        if not db.connection_lost(exc):
+            raise exc
+        return tracker_error(db.lost_connection_error(exc))
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
