@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -168,15 +169,62 @@ def warm_up(runtime: Runtime) -> None:
 def run_worker(runtime: Runtime, *, burst: bool = False, name: str | None = None, fork: bool = True) -> bool:
     """Run an RQ worker on the tracker queue until stopped (or, with ``burst``, until the
     queue is empty); it also moves scheduled retries onto the queue when they are due.
-    ``fork=False`` runs jobs in this process (rq's SimpleWorker). Returns whether any job ran."""
+    ``fork=False`` runs jobs in this process (rq's SimpleWorker). Returns whether any job ran.
+
+    Redis going away does not end it: rq's worker waits for Redis only while it waits for a
+    job, and quits when Redis is lost at any other moment; then this waits until Redis
+    answers and starts a new one (a worker process that died instead would be restarted by
+    its service manager into a Redis that is still down, fail at once, and soon be given up)."""
     from rq import SimpleWorker, Worker
 
     use_runtime(runtime)
     warm_up(runtime)
     url = runtime.settings.redis_url
     cls = Worker if fork else SimpleWorker
-    worker = cls([queue(url, runtime.settings.queue_name)], connection=redis_connection(url), name=name)
-    return worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
+    worked = False
+    while True:
+        worker = cls([queue(url, runtime.settings.queue_name)], connection=redis_connection(url), name=name)
+        try:
+            worked = worker.work(burst=burst, with_scheduler=True, logging_level="INFO") or worked
+        except Exception as exc:  # noqa: BLE001 - rq's clean-up needs Redis too, and fails without it
+            log.warning("the worker stopped on an error: %s", exc)
+        asked_to_stop = getattr(worker, "_shutdown_requested_date", None) is not None  # SIGTERM, SIGINT
+        if burst or asked_to_stop or not _wait_for_redis(url):
+            return worked
+        _forget(worker)
+        time.sleep(1)  # a worker that quits at once, again and again, does not spin
+        log.warning("Redis answers: starting a new worker")
+
+
+def _wait_for_redis(url: str, *, longest_wait: float = 10.0) -> bool:
+    """Wait until Redis answers (True), or until the process is asked to stop (False)."""
+    import signal
+
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        wait = 0.5
+        while not stop.is_set():
+            try:
+                redis_connection(url).ping()
+                return True
+            except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
+                log.warning("waiting for Redis (%s); next try in %.0f s", exc, wait)
+            stop.wait(wait)
+            wait = min(wait * 2, longest_wait)
+        return False
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _forget(worker) -> None:
+    """Record the worker that quit as dead, so a new one may take its name."""
+    try:
+        worker.register_death()
+        worker.unsubscribe()
+    except Exception as exc:  # noqa: BLE001 - Redis came back empty: there is nothing to forget
+        log.debug("could not record the worker that quit as dead: %s", exc)
 
 
 # -- the scheduler -------------------------------------------------------------------------------
@@ -201,7 +249,7 @@ class Scheduler:
     """What ``tracker scheduler`` does on each tick: write the reminders due today, run the
     process automations whose schedule or date has come, send the daily digests, and send
     on outbox rows that are waiting (through RQ when Redis is configured, through the relay
-    in this process otherwise).
+    in this process otherwise, or while Redis does not answer).
 
     Args:
         runtime: settings, database and definitions.
@@ -248,9 +296,15 @@ class Scheduler:
         try:
             if rt.settings.redis_url:
                 ids = stragglers(rt, now)
-                if ids:
-                    enqueue(rt.settings.redis_url, ids, per_job=20, name=rt.settings.queue_name)
-                report.queued = len(ids)
+                try:
+                    if ids:
+                        enqueue(rt.settings.redis_url, ids, per_job=20, name=rt.settings.queue_name)
+                    report.queued = len(ids)
+                except Exception as exc:  # noqa: BLE001 - Redis down: deliver here meanwhile
+                    # the workers cannot be reached, so the inbox and e-mail would wait for Redis;
+                    # the relay's claims keep a worker that gets the row later from sending it again
+                    log.warning("Redis unreachable (%s): the scheduler delivers waiting rows itself", exc)
+                    report.relayed = rt.relay(clock=self.clock).run_until_empty().claimed
             else:
                 report.relayed = rt.relay(clock=self.clock).run_until_empty().claimed
         except Exception as exc:  # noqa: BLE001
