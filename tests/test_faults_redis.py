@@ -56,7 +56,16 @@ def test_redis_stopped_and_started_saves_go_on_and_every_notification_goes_once(
     queued = _assign(rt, "Queued 1", "Queued 2")  # jobs wait in Redis: no worker runs yet
     assert jobs.queue(private_redis.url).count == 2
     private_redis.stop()  # ... and are lost with it
-    waiting = _assign(rt, "While down 1", "While down 2")  # saving does not need Redis
+    waiting = _assign(rt, "While down 1")  # saving does not need Redis: through the service ...
+    with rt.session() as session:
+        token = rt.users(session).create_token("alice", "fault test")[1]
+    saved = app.test_client().post(  # ... nor through the API
+        "/api/v1/items",
+        headers={"Authorization": f"Bearer {token}"},
+        json={"type": "meeting", "data": {"topic": "While down 2"}, "assignee": "bob"},
+    )
+    assert saved.status_code == 201, saved.get_json()
+    waiting.append(saved.get_json()["id"])
     assert _statuses(rt, queued + waiting) == {"pending"}
     with rt.session() as session:
         rows = len(session.scalars(select(Outbox.id)).all())
