@@ -16,6 +16,7 @@ import click
 from engine.cli import _runtime, as_option
 from engine.services.import_files import ENCODINGS, problem_rows_csv
 from engine.services.import_jobs import check_size, importer
+from engine.services.import_workers import default_workers
 from engine.services.imports import RowProblem, reasons_by_line
 
 
@@ -55,9 +56,22 @@ class ProgressLine:
     type=click.Path(dir_okay=False, writable=True, path_type=Path),
     help="Write the rows that were not imported, with the reasons, to this CSV file.",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1, max=32),
+    default=default_workers(),
+    show_default=True,
+    help="Processes that validate rows side by side (one per core by default).",
+)
 @as_option
 def import_command(
-    type_key: str, file: Path, dry_run: bool, encoding: str, report_path: Path | None, as_user: str | None
+    type_key: str,
+    file: Path,
+    dry_run: bool,
+    encoding: str,
+    report_path: Path | None,
+    workers: int,
+    as_user: str | None,
 ) -> None:
     """Import items of TYPE from FILE (.csv or .xlsx): one row per item, the header naming
     the fields (e.g. given_name, family_name, date_of_birth, uln). For a type about a
@@ -72,7 +86,7 @@ def import_command(
     content = file.read_bytes()
     check_size(rt, file.name, len(content))
     with rt.session() as session:
-        service = importer(rt, session, rt.actor(session, as_user))
+        service = importer(rt, session, rt.actor(session, as_user), workers=workers)
         plan = service.open(type_key, file.name, content, encoding=encoding)
         name = plan.tracker_type.name
         click.echo(f"Read {plan.total:,} row{'' if plan.total == 1 else 's'} of {name} from {file.name}.")

@@ -447,7 +447,8 @@ def test_a_format_a_plugin_adds_is_read_by_its_extension(service_for, clerk):
     assert refused.value.problems[0].message == "Line 2 is not JSON."
 
 
-def test_a_round_robin_gives_imported_rows_their_turns_and_the_dry_run_takes_none(session, tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_round_robin_gives_imported_rows_their_turns_and_the_dry_run_takes_none(session, tmp_path, workers):
     """Checking a row assigns nobody, and each imported row takes exactly one turn."""
     from engine.definitions import load_registry
     from engine.services import UserService
@@ -473,10 +474,48 @@ def test_a_round_robin_gives_imported_rows_their_turns_and_the_dry_run_takes_non
     users = UserService(session, registry)
     for name in ("dan", "dora"):
         users.create(name, ["desk"])
-    importer = ImportService(ItemService(session, Actor.system(), registry))
+    importer = ImportService(ItemService(session, Actor.system(), registry), chunk_size=1, workers=workers)
     plan = importer.open("ticket", "t.csv", csv_bytes("title", "one", "two", "three"))
     assert importer.check(plan).valid == 3
     summary = importer.run(plan)
     assert summary.created == 3
     owners = [i.assignee.username for i in session.scalars(select(Item).order_by(Item.id))]
     assert owners == ["dan", "dora", "dan"]
+
+
+def test_worker_processes_validate_chunks_with_the_same_results(service_for, clerk, system, session):
+    """With workers the chunks are validated in forked processes, each through its own item
+    service; the report, the duplicates across chunks and what is saved are the same."""
+    existing = system.create("learner", {**LEARNER, "uln": ULNS[4]})
+    rows = [f"P{i},Smith,2001-02-03,{uln}," for i, uln in enumerate(ULNS[:4])]
+    content = csv_bytes(
+        HEADER,
+        *rows,
+        "Bad,,2001-02-03,,",  # line 6
+        f"Again,Smith,2001-02-03,{ULNS[1]},",  # line 7: line 3 again, in another chunk
+        f"Held,Smith,2001-02-03,{ULNS[4]},",  # line 8: the learner already held
+    )
+    outcomes = []
+    for workers in (1, 2):
+        importer = ImportService(service_for(clerk), chunk_size=2, workers=workers)
+        plan = importer.open("learner", "l.csv", content)
+        seen: list[tuple[int, int]] = []
+        report = importer.check(plan, progress=lambda d, t, seen=seen: seen.append((d, t)))
+        outcomes.append(
+            (
+                seen,
+                report.valid,
+                sorted((p.line, p.column, p.kind, p.existing_id, p.same_as_line) for p in report.problems),
+            )
+        )
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[1][0] == [(2, 7), (4, 7), (6, 7), (7, 7)]
+    assert outcomes[1][2] == [
+        (6, "family_name", "invalid", None, None),
+        (7, "uln", "duplicate", None, 3),
+        (8, "uln", "duplicate", existing.id, None),
+    ]
+    importer = ImportService(service_for(clerk), chunk_size=2, workers=2)
+    summary = importer.run(importer.open("learner", "l.csv", content))
+    assert (summary.created, summary.duplicates, summary.failed) == (4, 2, 1)
+    assert counts(session) == (5, 5, 5)

@@ -28,10 +28,18 @@ class BatchRefused(Exception):
         self.orig = message
 
 
-def insert_new_items(session: Session, actor: Actor, items: list[Item]) -> tuple[list[int], list[int]]:
-    """Insert ``items`` (transient, validated), their ``created`` events and outbox rows;
-    return the new item ids (in the order given) and the outbox row ids. Nothing is
-    committed here; an error leaves the transaction for the caller to roll back."""
+def item_values(item: Item) -> dict:
+    """The columns the item service set on a new, validated (transient) item: data, title,
+    identity, warnings, due date and whatever derived column a feature adds; plain values,
+    so they can travel between processes."""
+    names = {c.key for c in Item.__table__.columns} - set(_FIXED)
+    return {key: value for key, value in inspect(item).dict.items() if key in names}
+
+
+def insert_new_items(session: Session, actor: Actor, items: list[dict]) -> tuple[list[int], list[int]]:
+    """Insert the validated items (:func:`item_values` of each), their ``created`` events and
+    outbox rows; return the new item ids (in the order given) and the outbox row ids. Nothing
+    is committed here; an error leaves the transaction for the caller to roll back."""
     if not items:
         return [], []
     now = utcnow()
@@ -46,7 +54,7 @@ def insert_new_items(session: Session, actor: Actor, items: list[Item]) -> tuple
                 "kind": "created",
                 "actor_id": actor.user_id,
                 "at": now,
-                "payload": {"data": item.data},
+                "payload": {"data": item["data"]},
             }
             for item_id, item in zip(ids, items, strict=True)
         ],
@@ -61,9 +69,8 @@ def insert_new_items(session: Session, actor: Actor, items: list[Item]) -> tuple
 _FIXED = ("id", "assignee_id", "created_by_id", "updated_by_id", "created_at", "updated_at", "version")
 
 
-def _item_rows(items: list[Item], actor: Actor, now: datetime) -> list[dict]:
-    """The rows to insert: every column the service set on the validated item (data, title,
-    identity, warnings, due date and whatever derived column a feature adds), the others
+def _item_rows(items: list[dict], actor: Actor, now: datetime) -> list[dict]:
+    """The rows to insert: every column the service set on the validated item, the others
     at their defaults, and who and when."""
     table = Item.__table__
     names = {c.key for c in table.columns} - set(_FIXED)
@@ -77,9 +84,8 @@ def _item_rows(items: list[Item], actor: Actor, now: datetime) -> list[dict]:
         "version": 1,
     }
     rows = []
-    for item in items:
-        state = inspect(item).dict
-        row = {key: state.get(key, default) for key, default in defaults.items()}
+    for values in items:
+        row = {key: values.get(key, default) for key, default in defaults.items()}
         row.update(fixed)
         rows.append(row)
     return rows
@@ -94,7 +100,7 @@ def _default(column) -> object:
     return default.arg
 
 
-def _outbox_row(item_id: int, item: Item, actor: Actor, now: datetime) -> dict:
+def _outbox_row(item_id: int, item: dict, actor: Actor, now: datetime) -> dict:
     return {
         "kind": "item_event",
         "item_id": item_id,
@@ -103,7 +109,7 @@ def _outbox_row(item_id: int, item: Item, actor: Actor, now: datetime) -> dict:
         "attempts": 0,
         "created_at": now,
         "available_at": now,
-        "payload": {"event": "created", "item_id": item_id, "type": item.type_key, "actor": actor.username},
+        "payload": {"event": "created", "item_id": item_id, "type": item["type_key"], "actor": actor.username},
     }
 
 

@@ -24,6 +24,7 @@ from engine.errors import Conflict, NotFound, Problem, TrackerError
 from engine.models import ImportJob, ImportProblem, User, utcnow
 from engine.permissions import Actor
 from engine.services.import_files import FileRefused, problem_rows_csv, read_table
+from engine.services.import_workers import default_workers
 from engine.services.imports import ImportService, RowProblem, reasons_by_line
 
 if TYPE_CHECKING:
@@ -36,12 +37,15 @@ RUNNING = ("checking", "importing")
 PROBLEMS_PER_PAGE = 50
 
 
-def importer(runtime: Runtime, session: Session, actor: Actor) -> ImportService:
-    """The import service for ``actor`` with this installation's limits."""
+def importer(runtime: Runtime, session: Session, actor: Actor, *, workers: int = 1) -> ImportService:
+    """The import service for ``actor`` with this installation's limits; with ``workers`` > 1
+    rows are validated in forked processes where that is safe (see
+    :func:`engine.services.import_workers.may_fork`)."""
     return ImportService(
         runtime.items(session, actor),
         max_rows=runtime.settings.import_max_rows,
         formats=runtime.plugins.import_formats(),
+        workers=workers,
     )
 
 
@@ -251,7 +255,8 @@ def _run(runtime: Runtime, job_id: int, step: str) -> str:
         actor = Actor.for_user(user, runtime.registry)
         type_key, filename, encoding, content = job.type_key, job.filename, job.encoding, job.content
         session.expunge(job)
-        service = importer(runtime, session, actor)
+        # on an RQ worker the job has its process to itself; on a web server's thread it has not
+        service = importer(runtime, session, actor, workers=default_workers())
         plan = service.open(type_key, filename, content, encoding=encoding)
         del content
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -38,7 +38,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from engine import permissions
 from engine.definitions.model import TrackerType
 from engine.errors import PermissionDenied, Problem, TrackerError, ValidationFailed
-from engine.models import Item, User
+from engine.models import Item
+from engine.services.import_bulk import item_values
 from engine.services.import_files import FileRefused, Table, read_table
 from engine.services.items import DuplicateItem, ItemService, _identity_key
 from engine.validation import choices, humanize_label, schema_at
@@ -168,8 +169,10 @@ class _Row:
     assignee: str | None = None
     description: str = ""
     problems: list[RowProblem] = field(default_factory=list)
-    item: Item | None = None
-    user: User | None = None
+    #: the validated item's columns (see :func:`engine.services.import_bulk.item_values`)
+    values: dict | None = None
+    #: its save needs more than a plain create: an assignee to tell, a title that needs the new id
+    one_by_one: bool = False
     identity_key: str | None = None
 
     @property
@@ -186,13 +189,22 @@ class ImportService:
         chunk_size: rows validated and written together.
         max_rows: the most rows one file may hold.
         formats: file formats plugins add (``PluginHost.import_formats()``), besides CSV and XLSX.
+        workers: processes that validate chunks side by side (see :mod:`engine.services.import_workers`);
+            more than 1 only where this process may fork: not on a thread of a web server.
     """
 
     def __init__(
-        self, items: ItemService, *, chunk_size: int = CHUNK_SIZE, max_rows: int = 200_000, formats: dict | None = None
+        self,
+        items: ItemService,
+        *,
+        chunk_size: int = CHUNK_SIZE,
+        max_rows: int = 200_000,
+        formats: dict | None = None,
+        workers: int = 1,
     ) -> None:
         self.items = items
         self.formats = formats
+        self.workers = workers
         self.session = items.session
         self.actor = items.actor
         self.registry = items.registry
@@ -344,15 +356,15 @@ class ImportService:
         ``progress(rows_done, total)`` is called after each chunk."""
         report = CheckReport(total=plan.total)
         seen: dict[str, int] = {}
-        for start in range(0, plan.total, self.chunk_size):
-            chunk = plan.table.rows[start : start + self.chunk_size]
-            rows = self._prepare(plan, chunk)
+        done = 0
+        for rows in self._prepared(plan):
             self._find_duplicates(plan, rows, seen)
             report.valid += sum(1 for r in rows if r.ok)
             report.problems += [p for r in rows for p in r.problems]
             self._end_chunk()
+            done += len(rows)
             if progress:
-                progress(min(start + self.chunk_size, plan.total), plan.total)
+                progress(done, plan.total)
         return report
 
     # -- step 3: the import ----------------------------------------------------------------------------
@@ -375,9 +387,8 @@ class ImportService:
         summary = ImportSummary(total=plan.total)
         seen: dict[str, int] = {}
         created_by_line: dict[int, int] = {}
-        for start in range(0, plan.total, self.chunk_size):
-            chunk = plan.table.rows[start : start + self.chunk_size]
-            rows = self._prepare(plan, chunk)
+        done = 0
+        for rows in self._prepared(plan):
             self._find_duplicates(plan, rows, seen)
             # validating may have written (a round robin takes turns): only the saves may write
             self._end_chunk()
@@ -388,8 +399,9 @@ class ImportService:
                         problem = _with_existing(problem, created_by_line.get(problem.same_as_line))
                     summary.problems.append(problem)
             self._end_chunk()
+            done += len(rows)
             if progress:
-                progress(min(start + self.chunk_size, plan.total), plan.total)
+                progress(done, plan.total)
         return summary
 
     def _write(
@@ -402,12 +414,11 @@ class ImportService:
     ) -> None:
         from engine.services.import_bulk import BatchRefused, insert_new_items
 
-        batch = [r for r in rows if r.user is None and r.item is not None and r.item.title]
-        batched = {r.line for r in batch}
-        one_by_one = [r for r in rows if r.line not in batched]
+        batch = [r for r in rows if r.values is not None and not r.one_by_one]
+        one_by_one = [r for r in rows if r.values is None or r.one_by_one]
         if batch:
             try:
-                ids, outbox_ids = insert_new_items(self.session, self.actor, [r.item for r in batch])
+                ids, outbox_ids = insert_new_items(self.session, self.actor, [r.values for r in batch])
                 self.session.commit()
             except (IntegrityError, DBAPIError, BatchRefused) as exc:
                 # someone saved the same identity meanwhile, or the database refused a row:
@@ -445,6 +456,19 @@ class ImportService:
 
     # -- rows ------------------------------------------------------------------------------------------
 
+    def _prepared(self, plan: ImportPlan) -> Iterator[list[_Row]]:
+        """The file's chunks, in order, each validated by :meth:`_prepare`: here, or in worker
+        processes while this one checks duplicates and writes."""
+        starts = list(range(0, plan.total, self.chunk_size))
+        if self.workers > 1 and len(starts) > 1:
+            from engine.services import import_workers
+
+            if import_workers.may_fork():
+                yield from import_workers.prepared_chunks(self, plan, starts, self.workers)
+                return
+        for start in starts:
+            yield self._prepare(plan, plan.table.rows[start : start + self.chunk_size])
+
     def _prepare(self, plan: ImportPlan, chunk: list[tuple[int, list[Any]]]) -> list[_Row]:
         """Each row of the chunk validated as a new item would be (without the duplicate
         check, which :meth:`_find_duplicates` does for the whole chunk at once)."""
@@ -454,7 +478,7 @@ class ImportService:
         for row in rows:
             subject_refused = bool(row.problems)
             try:
-                row.item, row.user = self.items._new_item(
+                item, user = self.items._new_item(
                     tracker_type.key,
                     row.data,
                     subject_id=row.subject_id,
@@ -466,9 +490,10 @@ class ImportService:
             except ValidationFailed as exc:
                 found = [p for p in exc.problems if not (subject_refused and p.path == "subject")]
                 row.problems += self._problems(plan, row.line, found)
-                row.item = None
                 continue
-            row.identity_key = row.item.identity_key
+            row.values = item_values(item)
+            row.one_by_one = user is not None or not item.title
+            row.identity_key = item.identity_key
         return rows
 
     def _row(self, plan: ImportPlan, line: int, cells: list[Any]) -> _Row:
