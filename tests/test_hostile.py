@@ -337,3 +337,25 @@ def test_deeply_nested_json_on_the_api_is_a_400_not_a_crash(tmp_path, db_url):
     )
     assert too_big.status_code == 413 and "too large" in too_big.json["message"]
     rt.engine.dispose()
+
+
+def test_a_document_too_large_for_the_type_editor_is_refused_with_a_message(tmp_path, db_url):
+    from tests.webhelpers import create_users, csrf, make_app, sign_in
+
+    app = make_app(tmp_path, db_url)
+    create_users(app, root=["admin"])
+    rt = app.extensions["tracker"]
+    with rt.session() as session:
+        rt.definitions(session, Actor.system()).create("bike_loan", "Bike loan")
+    client = app.test_client()
+    sign_in(client, "root")
+    token = csrf(client, "/admin/types/bike_loan/documents")
+    huge = {"csrf_token": token, "schema_json": "x" * 600_000}
+    refused = client.post("/admin/types/bike_loan/documents", data=huge)
+    assert refused.status_code == 422 and "is larger than 512 KB" in refused.get_data(as_text=True)
+    # as multipart, the form parser stops at its own limit first: the page says so
+    response = client.post("/admin/types/bike_loan/documents", data=huge, content_type="multipart/form-data")
+    assert response.status_code == 413
+    text = response.get_data(as_text=True)
+    assert "larger than Tracker accepts" in text and "Traceback" not in text
+    app.extensions["tracker"].engine.dispose()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flask import Flask, Response, current_app, request, session
+from flask import Flask, Response, current_app, render_template, request, session
 from flask_login import current_user
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -46,6 +46,22 @@ def init_app(app: Flask) -> None:
     if settings.proxy_count:
         n = settings.proxy_count
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=0, x_port=0, x_prefix=0)
+
+    @app.errorhandler(413)
+    def too_large(exc):
+        """A body over a limit (a form field over ``MAX_FORM_MEMORY_SIZE``, a file over its
+        page's limit) that no page answered itself: a page saying so, JSON under /api."""
+        if request.path.startswith("/api/"):
+            from webui import api
+
+            return api.http_error_response(exc)
+        return render_template(
+            "error.html",
+            error=None,
+            title="Too large",
+            message="What you sent is larger than Tracker accepts. Send less at once: a smaller file, "
+            "or a shorter text (split a long definition into smaller ones).",
+        ), 413
 
     @app.after_request
     def security_headers(response: Response) -> Response:
