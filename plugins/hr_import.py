@@ -40,6 +40,7 @@ from engine.definitions.model import Registry
 from engine.errors import PermissionDenied, TrackerError, ValidationFailed
 from engine.hookspecs import hookimpl
 from engine.models import User
+from engine.permissions import Actor
 from engine.plugins import ImportFormat, Invalid, MenuLink
 from engine.services import UserService
 
@@ -102,13 +103,15 @@ def import_staff(
     *,
     fmt: ImportFormat,
     dry_run: bool = False,
+    actor: Actor | None = None,
+    address: str = "",
 ) -> ImportReport:
     """Read ``data`` in ``fmt`` and create/update the users it lists (see the module doc).
 
     Raises :class:`TrackerError` when the file as a whole cannot be used (unreadable, no
     ``username`` column); problems of single rows are in the report.
     """
-    users = UserService(session, registry)
+    users = UserService(session, registry, actor=actor, address=address)  # the audit log names who imported
     report = ImportReport(dry_run)
     seen: dict[str, int] = {}
     try:
@@ -323,7 +326,15 @@ def page():
         else:
             try:
                 fmt = pick_format(formats, upload.filename, None)
-                report = import_staff(db_session(), runtime().registry, data, fmt=fmt, dry_run=bool(form.dry_run.data))
+                report = import_staff(
+                    db_session(),
+                    runtime().registry,
+                    data,
+                    fmt=fmt,
+                    dry_run=bool(form.dry_run.data),
+                    actor=current_user.actor,
+                    address=request.remote_addr or "",
+                )
             except TrackerError as exc:
                 problem, status = exc, 400
             else:

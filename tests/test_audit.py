@@ -257,3 +257,16 @@ def test_tracker_audit_list(run):
     assert bad.returncode == 2 and "there is no kind 'made.up'" in bad.stderr
     bad_day = run("audit", "list", "--since", "yesterday", ok=False)
     assert bad_day.returncode == 2 and "not a date" in bad_day.stderr
+
+
+def test_a_staff_import_is_audited_as_the_administrator_who_ran_it(session, registry):
+    from engine.plugins import CSV_FORMAT
+    from plugins.hr_import import import_staff
+
+    root, _ = UserService(session, registry).create("root", ["admin"])
+    staff = "username,name,email,roles,active\nann,Ann Lee,,assessor,yes\n"
+    import_staff(
+        session, registry, staff.encode(), fmt=CSV_FORMAT, actor=Actor.for_user(root, registry), address="10.2.2.2"
+    )
+    [entry] = entries(session, "user.created")[1:]
+    assert (entry.actor_name, entry.username, entry.address) == ("root", "ann", "10.2.2.2")
