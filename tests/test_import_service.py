@@ -519,3 +519,28 @@ def test_worker_processes_validate_chunks_with_the_same_results(service_for, cle
     summary = importer.run(importer.open("learner", "l.csv", content))
     assert (summary.created, summary.duplicates, summary.failed) == (4, 2, 1)
     assert counts(session) == (5, 5, 5)
+
+
+def test_a_worker_that_never_answers_stops_the_import_with_what_to_do(service_for, clerk, session, monkeypatch):
+    import os
+    import threading
+
+    from engine.errors import TrackerError
+    from engine.services import import_workers
+
+    parent = os.getpid()
+    prepare = ImportService._prepare
+
+    def stuck_in_a_worker(self, plan, chunk):
+        if os.getpid() != parent:
+            threading.Event().wait()  # never answers
+        return prepare(self, plan, chunk)
+
+    monkeypatch.setattr(ImportService, "_prepare", stuck_in_a_worker)
+    monkeypatch.setattr(import_workers, "CHUNK_TIMEOUT", 1)
+    importer = ImportService(service_for(clerk), chunk_size=1, workers=2)
+    plan = importer.open("learner", "l.csv", csv_bytes(HEADER, "A,B,2001-01-01,,", "C,D,2001-01-01,,"))
+    with pytest.raises(TrackerError) as stopped:
+        importer.run(plan)
+    assert "gave no answer" in stopped.value.message and "--workers 1" in stopped.value.advice
+    assert counts(session) == (0, 0, 0)

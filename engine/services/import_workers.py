@@ -24,11 +24,14 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import sessionmaker
 
+from engine.errors import TrackerError
 from engine.services.items import ItemService
 
 if TYPE_CHECKING:
     from engine.services.imports import ImportPlan, ImportService, _Row
 
+#: the longest a worker may take over one chunk before the import gives up on it (a lost worker)
+CHUNK_TIMEOUT = 900
 #: what the workers need, set in the parent right before the pool forks (and read there)
 _context: dict[str, Any] = {}
 
@@ -61,7 +64,15 @@ def prepared_chunks(service: ImportService, plan: ImportPlan, starts: list[int],
         waiting = iter(starts)
         running = deque(pool.apply_async(_prepare_chunk, (start,)) for start in islice(waiting, 2 * workers))
         while running:
-            rows = running.popleft().get()
+            try:
+                rows = running.popleft().get(timeout=CHUNK_TIMEOUT)
+            except multiprocessing.TimeoutError:
+                raise TrackerError(
+                    f"A process validating the rows gave no answer for {CHUNK_TIMEOUT // 60} minutes, so the "
+                    "import stopped; the batches before it are saved.",
+                    "Run it again with one process (tracker import --workers 1); rows already imported are "
+                    "reported as duplicates.",
+                ) from None
             following = next(waiting, None)
             if following is not None:
                 running.append(pool.apply_async(_prepare_chunk, (following,)))
