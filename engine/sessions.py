@@ -13,7 +13,7 @@ import hashlib
 import secrets
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from engine import audit
@@ -40,6 +40,10 @@ class SessionStore:
         session this browser had (``replaces``) ends: one browser, one sign-in."""
         if replaces:
             self._end(replaces, "replaced")
+        # the user's sessions past their lifetime are dead whatever they say: no need to keep them
+        self.session.execute(
+            delete(WebSession).where(WebSession.user_id == user.id, WebSession.created_at < utcnow() - self.lifetime)
+        )
         token = secrets.token_urlsafe(32)
         self.session.add(
             WebSession(token_hash=_hash(token), user_id=user.id, address=address[:64], user_agent=user_agent[:200])

@@ -270,6 +270,9 @@ def test_a_session_past_its_lifetime_ends_on_the_server_too(app, rt):
     assert not signed_in(client)
     with rt.session() as session:
         assert session.scalar(select(WebSession.ended_reason)) == "expired"
+    sign_in(client, "ann")  # a new sign-in clears the user's sessions past their lifetime
+    with rt.session() as session:
+        assert [s.ended_reason for s in session.scalars(select(WebSession))] == [None]
 
 
 def test_the_idle_time_is_a_setting(new_app):
