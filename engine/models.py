@@ -113,7 +113,6 @@ class Item(Base):
         Index("ix_items_assignee_status", "assignee_id", "status"),
         Index("ix_items_type_due", "type_key", "due_date"),
         Index("ix_items_subject", "subject_id"),
-        Index("ix_items_type_progress", "type_key", "progress"),
     )
 
     id: Mapped[intpk]
@@ -408,7 +407,12 @@ class Document(Base):
     """
 
     __tablename__ = "documents"
-    __table_args__ = (Index("ix_documents_item_category", "item_id", "category", "qa_state", "current"),)
+    __table_args__ = (
+        # an item's documents by category (the page, the check before a step) ...
+        Index("ix_documents_item_category", "item_id", "category", "qa_state", "current"),
+        # ... and the items with accepted documents of given categories (documents_missing task lists)
+        Index("ix_documents_category_state", "category", "qa_state", "current", "item_id"),
+    )
 
     id: Mapped[intpk]
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))

@@ -173,8 +173,8 @@ class TaskListService:
                 clauses.append(field < day if cond.op == "before" else field > day)
         if tasklist.documents_missing:
             # a subquery cannot be part of an index predicate, so it stays out of static_filter:
-            # the list's index narrows the rows, the documents index answers each NOT EXISTS
-            clauses.append(missing_clause(tasklist.documents_missing))
+            # the list's index narrows the rows, the documents index finds the complete ones
+            clauses.append(missing_clause(tasklist.documents_missing, dialect))
         return and_(*clauses)
 
 

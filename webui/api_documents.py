@@ -11,7 +11,7 @@ from __future__ import annotations
 from flask import request, url_for
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from engine.documents import MEDIA_TYPES, describe_size
+from engine.documents import MEDIA_TYPES, category_states, describe_size
 from engine.errors import Problem, ValidationFailed
 from engine.models import Document
 from engine.services.documents import DECISIONS, MAX_REASON, DocumentService
@@ -256,13 +256,7 @@ def list_documents(item_id: int):
     service = _documents()
     found = service.list(item_id, earlier=True)
     tracker_type = service.items.type_of(service.items.get(item_id))
-    states = {}
-    for document in found:
-        if document.current:
-            rank = ("rejected", "pending", "accepted")
-            old = states.get(document.category)
-            if old is None or rank.index(document.qa_state) > rank.index(old):
-                states[document.category] = document.qa_state
+    states = category_states(db_session(), item_id)
     categories = [
         {"key": c.key, "label": c.label, "description": c.description, "state": states.get(c.key, "missing")}
         for c in tracker_type.documents

@@ -44,6 +44,9 @@ def upgrade() -> None:
         "ix_documents_item_category", "documents", ["item_id", "category", "qa_state", "current"], unique=False
     )
     op.create_index("ix_documents_sha256", "documents", ["sha256"], unique=False)
+    op.create_index(
+        "ix_documents_category_state", "documents", ["category", "qa_state", "current", "item_id"], unique=False
+    )
     op.create_table(
         "progress_ticks",
         sa.Column("item_id", sa.Integer(), nullable=False),
@@ -59,14 +62,13 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("items") as batch:
         batch.add_column(sa.Column("progress", sa.Float(), nullable=True))
-        batch.create_index("ix_items_type_progress", ["type_key", "progress"], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table("items") as batch:
-        batch.drop_index("ix_items_type_progress")
         batch.drop_column("progress")
     op.drop_table("progress_ticks")
+    op.drop_index("ix_documents_category_state", table_name="documents")
     op.drop_index("ix_documents_sha256", table_name="documents")
     op.drop_index("ix_documents_item_category", table_name="documents")
     op.drop_table("documents")
