@@ -60,7 +60,10 @@ def index_for(registry: Registry, tracker_type: TrackerType, tasklist: TaskList,
     # that the planner sees the index constrained by the same equality and IN terms as the
     # general (type_key, status) index, and prefers it as the smaller one
     leading = [f"({k})" for k in keys] + ["type_key", "status"]
-    columns = ", ".join([*leading, "assignee_id", "created_by_id"])
+    # a documents_missing list joins on the item's id: with the id in its index the join
+    # needs no visit to the table rows either
+    trailing = ["assignee_id", "created_by_id"] + (["id"] if tasklist.documents_missing else [])
+    columns = ", ".join([*leading, *trailing])
     # the name follows the definition, so an edited list gets a fresh index
     digest = hashlib.sha1(f"{columns} WHERE {predicate}".encode()).hexdigest()[:10]
     name = f"{PREFIX}{tracker_type.key[:24]}_{digest}"
