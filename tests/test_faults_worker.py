@@ -170,3 +170,18 @@ def test_a_stale_claim_is_not_taken_over_before_its_lease_runs_out(tmp_path, db_
     assert rt.relay(clock=later).run_until_empty().done == 1
     assert len(mailbox.to("bob@tracker.test")) == 1
     rt.engine.dispose()
+
+
+def test_the_lease_and_the_connect_retry_are_settings_checked_at_start(tmp_path):
+    from engine.config import Settings
+    from engine.errors import TrackerError
+
+    base = {"TRACKER_INSTANCE_PATH": str(tmp_path), "TRACKER_SECRET_KEY": "test-secret"}
+    defaults = Settings.from_env(base)
+    assert (defaults.outbox_lease_seconds, defaults.db_connect_retry_seconds) == (300, 5)
+    chosen = Settings.from_env({**base, "TRACKER_OUTBOX_LEASE_SECONDS": "90", "TRACKER_DB_CONNECT_RETRY_SECONDS": "0"})
+    assert (chosen.outbox_lease_seconds, chosen.db_connect_retry_seconds) == (90, 0)
+    for name, value in (("TRACKER_OUTBOX_LEASE_SECONDS", "soon"), ("TRACKER_DB_CONNECT_RETRY_SECONDS", "-1")):
+        with pytest.raises(TrackerError, match=f"{name} is not a whole number") as refused:
+            Settings.from_env({**base, name: value})
+        assert "leave it unset" in refused.value.advice
