@@ -17,7 +17,6 @@ CAPABILITIES = (
     "exports.bulk",
     "finance.view",
     "items.import",
-    "items.import",
     "documents.qa",
     "progress.edit",
 )
