@@ -249,9 +249,8 @@ def test_restore_refuses_members_the_manifest_does_not_list(live, tmp_path, db_u
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_postgres_backup_says_when_pg_dump_is_missing(live, run, tmp_path, db_url):
-    if db_url.startswith("sqlite"):
-        pytest.skip("pg_dump is used for PostgreSQL only")
     cli_env(run, live)
     run.env["PATH"] = str(tmp_path / "no-tools-here")
     refused = run("backup", "--out", str(tmp_path / "b.tar.gz"), ok=False)

@@ -127,9 +127,8 @@ def test_refresh_refuses_live_itself_however_it_is_named(live, tmp_path, db_url)
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_postgres_same_database_is_recognised_through_any_address(db_url, training_url):
-    if db_url.startswith("sqlite"):
-        pytest.skip("PostgreSQL only: SQLite compares the files")
     live, same, other = (db.make_engine(u) for u in (db_url, db_url.replace("127.0.0.1", "localhost"), training_url))
     try:
         assert training._same_postgres_database(live, same)
