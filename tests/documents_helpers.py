@@ -146,3 +146,30 @@ def runtime(settings: Settings, registry) -> Runtime:
 @pytest.fixture
 def world(tmp_path, db_url, documents_registry) -> World:
     return build_world(runtime(make_settings(tmp_path, db_url), documents_registry))
+
+
+# -- the web pages ---------------------------------------------------------------------------------
+
+PASSWORD = "documents-password-1"
+
+
+@pytest.fixture
+def app(tmp_path, db_url, documents_registry):
+    from webui import create_app
+
+    app = create_app({"TESTING": True, "TRACKER_SETTINGS": make_settings(tmp_path, db_url)})
+    app.extensions["tracker"].__dict__["file_registry"] = documents_registry
+    return app
+
+
+@pytest.fixture
+def site(app) -> World:
+    return build_world(app.extensions["tracker"])
+
+
+def client_for(app, name: str):
+    from tests.webhelpers import sign_in
+
+    client = app.test_client()
+    sign_in(client, name, PASSWORD)
+    return client

@@ -8,34 +8,12 @@ import io
 import re
 
 import pytest
-from flask import Flask
 from sqlalchemy import select
 
 from engine.models import Document, Notification
-from tests.documents_helpers import *  # noqa: F403 - fixtures
-from tests.documents_helpers import PDF, PNG, TEXT, World, build_world, make_settings, stored_files
-from tests.webhelpers import csrf, sign_in
-from webui import create_app
-
-PASSWORD = "documents-password-1"
-
-
-@pytest.fixture
-def app(tmp_path, db_url, documents_registry) -> Flask:
-    app = create_app({"TESTING": True, "TRACKER_SETTINGS": make_settings(tmp_path, db_url)})
-    app.extensions["tracker"].__dict__["file_registry"] = documents_registry
-    return app
-
-
-@pytest.fixture
-def site(app) -> World:
-    return build_world(app.extensions["tracker"])
-
-
-def client_for(app, name: str):
-    client = app.test_client()
-    sign_in(client, name, PASSWORD)
-    return client
+from tests.documents_helpers import *  # noqa: F403 - fixtures: world, app, site
+from tests.documents_helpers import PDF, PNG, TEXT, client_for, stored_files
+from tests.webhelpers import csrf
 
 
 def upload(client, item_id: int, content: bytes, filename: str, category: str = "evidence_pack", **extra):

@@ -7,33 +7,11 @@ from __future__ import annotations
 import re
 
 import pytest
-from flask import Flask
 
 from engine.models import Item
-from tests.documents_helpers import *  # noqa: F403 - fixtures
-from tests.documents_helpers import World, build_world, make_settings
-from tests.webhelpers import csrf, sign_in
-from webui import create_app
-
-PASSWORD = "documents-password-1"
-
-
-@pytest.fixture
-def app(tmp_path, db_url, documents_registry) -> Flask:
-    app = create_app({"TESTING": True, "TRACKER_SETTINGS": make_settings(tmp_path, db_url)})
-    app.extensions["tracker"].__dict__["file_registry"] = documents_registry
-    return app
-
-
-@pytest.fixture
-def site(app) -> World:
-    return build_world(app.extensions["tracker"])
-
-
-def client_for(app, name: str):
-    client = app.test_client()
-    sign_in(client, name, PASSWORD)
-    return client
+from tests.documents_helpers import *  # noqa: F403 - fixtures: world, app, site
+from tests.documents_helpers import client_for
+from tests.webhelpers import csrf
 
 
 def panel(html: str) -> str:
