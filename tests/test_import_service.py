@@ -31,6 +31,25 @@ def importer(service_for, clerk) -> ImportService:
     return ImportService(service_for(clerk))
 
 
+@pytest.fixture
+def forking(monkeypatch) -> list[int]:
+    """Workers fork even though an earlier test left a thread behind (a fake server, a
+    listener) that makes :func:`may_fork` decline; the list counts the forked runs, so a test
+    can show its chunks really were validated in other processes."""
+    from engine.services import import_workers
+
+    runs: list[int] = []
+    pool = import_workers.prepared_chunks
+
+    def counted(*args, **kwargs):
+        runs.append(1)
+        yield from pool(*args, **kwargs)
+
+    monkeypatch.setattr(import_workers, "may_fork", import_workers.available)
+    monkeypatch.setattr(import_workers, "prepared_chunks", counted)
+    return runs
+
+
 def counts(session) -> tuple[int, int, int]:
     session.rollback()
     return tuple(session.scalar(select(func.count()).select_from(m)) for m in (Item, Event, Outbox))
@@ -448,7 +467,7 @@ def test_a_format_a_plugin_adds_is_read_by_its_extension(service_for, clerk):
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_a_round_robin_gives_imported_rows_their_turns_and_the_dry_run_takes_none(session, tmp_path, workers):
+def test_a_round_robin_gives_imported_rows_their_turns_and_the_dry_run_takes_none(session, tmp_path, workers, forking):
     """Checking a row assigns nobody, and each imported row takes exactly one turn."""
     from engine.definitions import load_registry
     from engine.services import UserService
@@ -483,7 +502,7 @@ def test_a_round_robin_gives_imported_rows_their_turns_and_the_dry_run_takes_non
     assert owners == ["dan", "dora", "dan"]
 
 
-def test_worker_processes_validate_chunks_with_the_same_results(service_for, clerk, system, session):
+def test_worker_processes_validate_chunks_with_the_same_results(service_for, clerk, system, session, forking):
     """With workers the chunks are validated in forked processes, each through its own item
     service; the report, the duplicates across chunks and what is saved are the same."""
     existing = system.create("learner", {**LEARNER, "uln": ULNS[4]})
@@ -519,9 +538,10 @@ def test_worker_processes_validate_chunks_with_the_same_results(service_for, cle
     summary = importer.run(importer.open("learner", "l.csv", content))
     assert (summary.created, summary.duplicates, summary.failed) == (4, 2, 1)
     assert counts(session) == (5, 5, 5)
+    assert len(forking) == 2  # the check and the run with two workers
 
 
-def test_a_worker_that_never_answers_stops_the_import_with_what_to_do(service_for, clerk, session, monkeypatch):
+def test_a_worker_that_never_answers_stops_the_import_with_what_to_do(service_for, clerk, session, monkeypatch, forking):
     import os
     import threading
 
@@ -543,4 +563,5 @@ def test_a_worker_that_never_answers_stops_the_import_with_what_to_do(service_fo
     with pytest.raises(TrackerError) as stopped:
         importer.run(plan)
     assert "gave no answer" in stopped.value.message and "--workers 1" in stopped.value.advice
+    assert forking == [1]
     assert counts(session) == (0, 0, 0)
