@@ -7,6 +7,8 @@ flags and choices spread at random so every list matches something. Then it time
 same run, a hand-written indexed ``SELECT COUNT(*)`` for one list as the baseline.
 
     python bench/tasklists.py [--items N] [--runs R] [--only sqlite|postgresql]
+    python bench/tasklists.py --only postgresql --keep     # leaves the loaded database behind
+    python bench/tasklists.py --measure URL                # times a database loaded before
 """
 
 from __future__ import annotations
@@ -196,11 +198,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=30)
-    parser.add_argument("--only", choices=["sqlite", "postgresql"])
+    parser.add_argument("--only", choices=["sqlite", "postgresql", "none"])
     parser.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--keep", action="store_true", help="keep the PostgreSQL database and print its URL")
+    parser.add_argument("--measure", metavar="URL", help="only time the summary on a database loaded before")
     args = parser.parse_args()
     registry = load_registry()
     results = []
+    if args.measure:
+        results.append(("existing", 0.0, measure(args.measure, registry, args.runs)))
+        args.only = "none"
     if args.only in (None, "sqlite"):
         with tempfile.TemporaryDirectory() as tmp:
             url = f"sqlite:///{tmp}/bench.db"
@@ -216,8 +223,11 @@ def main() -> None:
             loaded = load_postgresql(url, args.items, registry, random.Random(1))
             results.append(("PostgreSQL", loaded, measure(url, registry, args.runs)))
         finally:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            if args.keep:
+                print(f"kept: {url}")
+            else:
+                with admin.connect() as conn:
+                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
             admin.dispose()
 
     print(

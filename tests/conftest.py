@@ -106,10 +106,15 @@ def pg_database() -> Iterator[str]:
 
 
 def _truncate_pg(url: str) -> None:
+    """Back to a freshly migrated database: no rows, and none of the task-list indexes and
+    generated columns an earlier test derived (the database lives for the whole session)."""
+    from engine import indexes
+
     engine = db.make_engine(url)
     tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
     with engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    indexes.sync(engine, Registry())
     engine.dispose()
 
 

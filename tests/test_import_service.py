@@ -541,7 +541,9 @@ def test_worker_processes_validate_chunks_with_the_same_results(service_for, cle
     assert len(forking) == 2  # the check and the run with two workers
 
 
-def test_a_worker_that_never_answers_stops_the_import_with_what_to_do(service_for, clerk, session, monkeypatch, forking):
+def test_a_worker_that_never_answers_stops_the_import_with_what_to_do(
+    service_for, clerk, session, monkeypatch, forking
+):
     import os
     import threading
 

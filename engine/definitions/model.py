@@ -296,6 +296,9 @@ class Registry:
     contracts: dict[str, dict[str, Contract]] = field(default_factory=dict)
     #: qualification structures progress is tracked against, by key (see :mod:`engine.definitions.qualifications`)
     qualifications: dict[str, Any] = field(default_factory=dict)
+    #: what services work out from these definitions and keep (compiled statements),
+    #: dropped with them when the definitions are reloaded
+    memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def type(self, key: str, version: int | None = None) -> TrackerType:
         from engine.errors import NotFound
