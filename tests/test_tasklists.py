@@ -126,6 +126,21 @@ def test_summary_respects_roles_and_lists_items(session, registry, caseload, mak
         TaskListService(session, clerk, registry).items("concern", "high_open")
 
 
+def test_the_kept_summary_statement_follows_the_day_and_the_user(session, registry, caseload, make_user):
+    """The summary's statement is kept per user and day: another day or another user with
+    the same roles counts afresh, as a list counted on its own does."""
+    other = make_user("lena", "dsl")
+    seen = set()
+    for actor in (caseload, other, caseload):
+        for shift in (0, -25, 40, 0):
+            service = TaskListService(session, actor, registry, today=lambda shift=shift: TODAY + timedelta(days=shift))
+            [row] = [r for r in service.summary() if r["key"] == "high_open"]
+            assert row["count"] == service.count(*service.find("concern", "high_open"))
+            seen.add((actor.username, row["count"]))
+    assert ("lena", 0) in seen and any(name == "lead" and n > 0 for name, n in seen)
+    assert len({n for name, n in seen if name == "lead"}) > 1  # the window moved with the day
+
+
 def test_builtin_task_lists_count_on_the_demo_caseload(session, tmp_path):
     from engine import demo
     from engine.definitions import load_registry
