@@ -24,7 +24,7 @@ from typing import TypeVar
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, event, inspect, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, make_transient_to_detached, sessionmaker
 
@@ -79,6 +79,12 @@ def make_engine(url: str, *, connect_retry_seconds: float = CONNECT_RETRY_SECOND
         kwargs.setdefault("connect_args", {"timeout": 30})
     else:
         kwargs.setdefault("pool_pre_ping", True)
+        if make_url(url).get_driver_name() == "psycopg":
+            # psycopg's own prepared statements are dropped, with a DEALLOCATE ALL that takes
+            # everything prepared on the connection, at every rollback, which ends every
+            # request; the few statements worth preparing are prepared on the server instead
+            # (see engine.tasklists), where they last as long as the connection
+            kwargs.setdefault("connect_args", {"prepare_threshold": None})
     engine = create_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)

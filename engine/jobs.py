@@ -35,11 +35,21 @@ QUEUE_NAME = "tracker"
 STRAGGLER_SECONDS = 30
 
 
+#: this process's Redis clients by URL: each keeps a pool of open connections, where a client
+#: made per save would connect, and introduce itself, every time
+_clients: dict[tuple[str, int], Redis] = {}
+
+
 def redis_connection(url: str) -> Redis:
-    """A Redis client that gives up quickly, so a save never hangs on a Redis that is down."""
+    """This process's Redis client for ``url``, which gives up quickly, so a save never hangs
+    on a Redis that is down. Clients are thread-safe and reconnect after Redis restarts."""
     from redis import Redis
 
-    return Redis.from_url(url, socket_connect_timeout=2, socket_timeout=10)
+    key = (url, os.getpid())  # a forked process opens its own connections
+    client = _clients.get(key)
+    if client is None:
+        client = _clients.setdefault(key, Redis.from_url(url, socket_connect_timeout=2, socket_timeout=10))
+    return client
 
 
 def queue(url: str, name: str = QUEUE_NAME) -> Queue:

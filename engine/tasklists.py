@@ -8,6 +8,8 @@ and PostgreSQL.
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import date
 from functools import cached_property
@@ -43,6 +45,12 @@ from engine.validation import schema_at
 #: the key of the built-in "<Type> with problems to fix" list; a definition's own list with
 #: this key replaces it
 PROBLEMS_KEY = "problems"
+#: items (PostgreSQL's estimate) from which the summary's lists are counted by parallel
+#: workers: on the 2-core development machine starting them costs about 15 ms, which
+#: counting in parallel wins back from a few hundred thousand items
+PARALLEL_FROM_ITEMS = 250_000
+#: summaries a PostgreSQL connection keeps prepared (one per user and day it served)
+PREPARED_PER_CONNECTION = 32
 
 
 def problems_list(tracker_type: TrackerType) -> TaskList | None:
@@ -98,9 +106,9 @@ class TaskListService:
         made one, its condition falls back to the JSON expression: slower, same answer."""
         if self.session.get_bind().dialect.name != "postgresql":
             return frozenset()
-        query = text(
-            "SELECT column_name FROM information_schema.columns "
-            "WHERE table_name = 'items' AND column_name LIKE 'tlf\\_%'"
+        query = text(  # the catalogue itself: information_schema's views cost a millisecond or two
+            "SELECT attname FROM pg_attribute WHERE attrelid = 'items'::regclass "
+            "AND attname LIKE 'tlf\\_%' AND NOT attisdropped"
         )
         return frozenset(self.session.execute(query).scalars())
 
@@ -118,77 +126,106 @@ class TaskListService:
     def summary(self) -> list[dict[str, Any]]:
         """``[{key, label, type, type_name, count}]`` for every visible task list.
 
-        Each list is still its own COUNT over its own index, but they travel together as
-        scalar subqueries of one statement: one round trip for the whole page.
+        Each list is still its own COUNT over its own index, but they travel together in
+        one statement: one round trip for the whole page.
         """
-        pairs, statement = self._summary_statement()
+        pairs = self._visible_kept()
         if not pairs:
             return []
         if self.session.get_bind().dialect.name == "postgresql":
-            counts = self._counts_in_parallel(statement, len(pairs))
+            counts = self._counts_on_postgresql(pairs)
         else:
-            counts = list(self.session.execute(statement).one())
+            counts = list(self.session.execute(self._summary_statement(pairs, "scalar")).one())
         return [
             {"key": tl.key, "label": tl.label, "type": t.key, "type_name": t.name, "count": counts[i] or 0}
             for i, (t, tl) in enumerate(pairs)
         ]
 
-    def _summary_statement(self) -> tuple[list[tuple[TrackerType, TaskList]], Executable | None]:
-        """The visible lists and the one statement that counts them all.
+    def _kept(self, what: str, build: Callable[[], Any]) -> Any:
+        """``build()``, kept with the definitions for this actor, day and database.
 
-        Building it (dozens of filters) costs about as much as a database counts in ten
-        milliseconds, and it is the same all day for the same actor, so it is kept with the
-        definitions, keyed by everything it depends on; dates and ids in it are parameters.
+        Building the summary's statement (dozens of filters) costs about as much as a
+        database counts in ten milliseconds, and it is the same all day for the same actor;
+        dates and ids in it are parameters, so keeping it is safe.
         """
-        dialect = self.session.get_bind().dialect.name
-        key = ("tasklists.summary", self.actor, self.today(), self.date_columns, dialect)
-        if self.cache_filters and key in self.registry.memo:
-            return self.registry.memo[key]
-        pairs = self.visible()
-        statement: Executable | None = None
-        if pairs and dialect == "postgresql":
-            statement = union_all(
+        if not self.cache_filters:
+            return build()
+        key = ("tasklists", what, self.actor, self.today(), self.date_columns, self.session.get_bind().dialect.name)
+        memo = self.registry.memo
+        if key not in memo:
+            if len(memo) > 1000:  # yesterday's and departed users' statements
+                memo.clear()
+            memo[key] = build()
+        return memo[key]
+
+    def _visible_kept(self) -> list[tuple[TrackerType, TaskList]]:
+        return self._kept("visible", self.visible)
+
+    def _summary_statement(self, pairs: list[tuple[TrackerType, TaskList]], shape: str) -> Executable:
+        """The one statement counting ``pairs``: ``scalar`` (a row of scalar subqueries) or
+        ``union``/``parallel`` (rows of list number and count). The two union shapes are the
+        same query under different labels, so that each is prepared, and its plan kept,
+        apart: a plan's use of parallel workers is fixed when it is made."""
+
+        def build() -> Executable:
+            wheres = [self.where(t, tl) for t, tl in pairs]
+            if shape == "scalar":
+                return select(*(select(func.count()).select_from(Item).where(w).scalar_subquery() for w in wheres))
+            return union_all(
                 *(
-                    select(literal_column(str(i)).label("k"), func.count().label("n"))
+                    select(literal_column(str(i)).label(f"{shape}_list"), func.count().label("n"))
                     .select_from(Item)
-                    .where(self.where(t, tl))
-                    for i, (t, tl) in enumerate(pairs)
+                    .where(w)
+                    for i, w in enumerate(wheres)
                 )
             )
-        elif pairs:
-            statement = select(
-                *(select(func.count()).select_from(Item).where(self.where(t, tl)).scalar_subquery() for t, tl in pairs)
-            )
-        if self.cache_filters:
-            if len(self.registry.memo) > 1000:  # yesterday's and departed users' statements
-                self.registry.memo.clear()
-            self.registry.memo[key] = (pairs, statement)
-        return pairs, statement
 
-    def _counts_in_parallel(self, statement: Executable, size: int) -> list[int]:
-        """Runs the summary's ``UNION ALL`` of COUNTs, which PostgreSQL shares out among its
-        parallel workers (a Parallel Append: each list counted whole by one process), so the
-        page waits for the busiest process rather than for every list in turn.
+        return self._kept(shape, build)
 
-        Each branch is cheap by the planner's reckoning, so the parallel costs are waived for
-        this statement only. Planning dozens of branches against dozens of partial indexes
-        costs more than counting; the statement's shape never changes (fixed filters are
-        literal SQL, only dates and ids are parameters), so once psycopg has prepared it the
-        generic plan is kept, where PostgreSQL would otherwise keep re-planning because a
-        generic date range looks dearer than the real one.
+    def _counts_on_postgresql(self, pairs: list[tuple[TrackerType, TaskList]]) -> list[int]:
+        """The counts from a ``UNION ALL`` of COUNTs, run as a statement this connection
+        has prepared on the server.
+
+        Planning dozens of branches against dozens of partial indexes costs more than
+        counting (about 30 ms), and psycopg's own prepared statements do not outlive a
+        rollback, which ends every request; a server-side ``PREPARE`` does, so each
+        connection plans the summary once per user and day (dates and ids are written into
+        it, so the plan is made for them).
+
+        Over a large table the plan shares the branches out among PostgreSQL's parallel
+        workers (a Parallel Append: each list counted whole by one process), so the page
+        waits for the busiest process rather than for every list in turn; below
+        :data:`PARALLEL_FROM_ITEMS` starting the workers costs more than it saves. Each branch
+        is cheap by the planner's reckoning, so the parallel costs are waived while it plans.
         """
-        settings = {"plan_cache_mode": "force_generic_plan", "parallel_setup_cost": "0", "parallel_tuple_cost": "0"}
-        for name, value in settings.items():
-            self.session.execute(text(f"SET LOCAL {name} = {value}"))
+        size = text("SELECT reltuples >= :rows FROM pg_class WHERE oid = 'items'::regclass")
+        parallel = bool(self.session.execute(size, {"rows": PARALLEL_FROM_ITEMS}).scalar())
+        shape = "parallel" if parallel else "union"
+        statement = self._summary_statement(pairs, shape)
+        sql = self._kept(f"{shape} sql", lambda: literal_sql(statement, self.session.get_bind().dialect))
+        name = "tracker_summary_" + hashlib.sha1(sql.encode()).hexdigest()[:24]
+        connection = self.session.connection()
+        prepared: OrderedDict[str, None] = connection.info.setdefault("tracker_prepared", OrderedDict())
+        if name in prepared:
+            prepared.move_to_end(name)
+            return _counts(connection.exec_driver_sql(f"EXECUTE {name}").all(), len(pairs))
+        connection.exec_driver_sql(f"PREPARE {name} AS {sql}")
+        prepared[name] = None
+        while len(prepared) > PREPARED_PER_CONNECTION:
+            connection.exec_driver_sql(f"DEALLOCATE {prepared.popitem(last=False)[0]}")
+        if not parallel:
+            return _counts(connection.exec_driver_sql(f"EXECUTE {name}").all(), len(pairs))
+        connection.exec_driver_sql(
+            "SELECT set_config('parallel_setup_cost', '0', true), set_config('parallel_tuple_cost', '0', true)"
+        )
         try:
-            rows = self.session.execute(statement).all()
+            rows = connection.exec_driver_sql(f"EXECUTE {name}").all()
         finally:
-            for name in settings:
-                self.session.execute(text(f"RESET {name}"))
-        counts = [0] * size
-        for index, n in rows:
-            counts[index] = n
-        return counts
+            connection.exec_driver_sql(
+                "SELECT set_config(name, reset_val, true) FROM pg_settings "
+                "WHERE name IN ('parallel_setup_cost', 'parallel_tuple_cost')"
+            )
+        return _counts(rows, len(pairs))
 
     def find(self, type_key: str, key: str) -> tuple[TrackerType, TaskList]:
         """The task list ``key`` of type ``type_key`` if the actor may see it, else NotFound."""
@@ -236,6 +273,19 @@ class TaskListService:
             # the list's index narrows the rows, the documents index finds the complete ones
             clauses.append(missing_clause(tasklist.documents_missing, dialect))
         return and_(*clauses)
+
+
+def _counts(rows, size: int) -> list[int]:
+    """``[(list number, count)]`` rows as counts in list order (a list with no row counts 0)."""
+    counts = [0] * size
+    for index, n in rows:
+        counts[index] = n
+    return counts
+
+
+def literal_sql(statement: Executable, dialect) -> str:
+    """The statement as SQL with its values written in."""
+    return str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
 
 
 def _is_relative(cond: Condition) -> bool:

@@ -6,7 +6,7 @@ import random
 from datetime import date, timedelta
 
 import pytest
-from sqlalchemy import func
+from sqlalchemy import func, text
 
 from engine.definitions.model import Condition, TaskList
 from engine.errors import NotFound
@@ -139,6 +139,30 @@ def test_the_kept_summary_statement_follows_the_day_and_the_user(session, regist
             seen.add((actor.username, row["count"]))
     assert ("lena", 0) in seen and any(name == "lead" and n > 0 for name, n in seen)
     assert len({n for name, n in seen if name == "lead"}) > 1  # the window moved with the day
+
+
+@pytest.mark.parametrize("parallel_from", [0, 10**9])
+def test_the_summary_counts_what_each_list_counts_in_parallel_or_in_turn(
+    session, registry, caseload, monkeypatch, parallel_from
+):
+    """On PostgreSQL a large table's lists are counted by parallel workers, a small one's in
+    turn; either way each count is the list's own, and the settings end with the statement."""
+    import engine.tasklists as tasklists
+
+    monkeypatch.setattr(tasklists, "PARALLEL_FROM_ITEMS", parallel_from)
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("ANALYZE items"))  # the table's size is PostgreSQL's estimate
+    service = TaskListService(session, Actor.system(), registry, today=lambda: TODAY)
+    summary = service.summary()
+    assert len(summary) == len(service.visible()) and any(r["count"] for r in summary)
+    for row in summary:
+        assert row["count"] == service.count(*service.find(row["type"], row["key"])), row
+    if session.get_bind().dialect.name == "postgresql":
+        assert session.execute(text("SHOW parallel_setup_cost")).scalar() == "1000"
+        session.rollback()  # ends every request; the connection keeps the summary prepared
+        assert service.summary() == summary
+        prepared = text("SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'tracker_summary_%'")
+        assert session.execute(prepared).scalar() == 1
 
 
 def test_builtin_task_lists_count_on_the_demo_caseload(session, tmp_path):
