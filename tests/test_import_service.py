@@ -544,7 +544,11 @@ def test_worker_processes_validate_chunks_with_the_same_results(service_for, cle
 def test_a_worker_that_never_answers_stops_the_import_with_what_to_do(
     service_for, clerk, session, monkeypatch, forking
 ):
+    """Even when this process handles SIGTERM itself (as an RQ worker or the scheduler
+    does), the stuck worker is ended and the import stops with its message."""
+    import faulthandler
     import os
+    import signal
     import threading
 
     from engine.errors import TrackerError
@@ -562,8 +566,14 @@ def test_a_worker_that_never_answers_stops_the_import_with_what_to_do(
     monkeypatch.setattr(import_workers, "CHUNK_TIMEOUT", 1)
     importer = ImportService(service_for(clerk), chunk_size=1, workers=2)
     plan = importer.open("learner", "l.csv", csv_bytes(HEADER, "A,B,2001-01-01,,", "C,D,2001-01-01,,"))
-    with pytest.raises(TrackerError) as stopped:
-        importer.run(plan)
+    graceful = signal.signal(signal.SIGTERM, lambda *_: None)
+    faulthandler.dump_traceback_later(300, exit=True)  # a hang ends the run with a traceback, not silence
+    try:
+        with pytest.raises(TrackerError) as stopped:
+            importer.run(plan)
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+        signal.signal(signal.SIGTERM, graceful)
     assert "gave no answer" in stopped.value.message and "--workers 1" in stopped.value.advice
     assert forking == [1]
     assert counts(session) == (0, 0, 0)

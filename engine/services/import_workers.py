@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -85,8 +86,16 @@ def prepared_chunks(service: ImportService, plan: ImportPlan, starts: list[int],
 
 
 def _start_worker() -> None:
-    """In a new worker: its own connections (the parent's are not its to use) and services."""
+    """In a new worker: the default signal handlers, its own connections (the parent's are
+    not its to use) and services.
+
+    A handler the parent set (a worker or scheduler stopping gracefully on SIGTERM) would
+    be inherited by the fork and keep the pool from terminating it: the import would hang
+    where it should stop with its message."""
     from engine.services.imports import ImportService
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
 
     parent: ImportService = _context["service"]
     engine = parent.session.get_bind()
