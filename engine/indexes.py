@@ -23,7 +23,15 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from engine.definitions.model import Registry, TaskList, TrackerType
-from engine.tasklists import all_tasklists, date_key, generated_column, json_text, relative_fields, static_filter
+from engine.tasklists import (
+    all_tasklists,
+    date_key,
+    generated_column,
+    json_text,
+    literal_sql,
+    relative_fields,
+    static_filter,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +80,8 @@ def index_for(registry: Registry, tracker_type: TrackerType, tasklist: TaskList,
 
 
 def _compiled(expression, dialect) -> str:
-    sql = str(expression.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
-    return sql.replace("items.", "")
+    """An index expression: SQL with its values written in, column names unqualified."""
+    return literal_sql(expression, dialect).replace("items.", "")
 
 
 def existing_names(engine: Engine) -> set[str]:

@@ -31,7 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.expression import Executable
+from sqlalchemy.sql.expression import ClauseElement, Executable
 
 from engine import permissions
 from engine.definitions.model import Condition, Registry, TaskList, TrackerType
@@ -129,15 +129,16 @@ class TaskListService:
         Each list is still its own COUNT over its own index, but they travel together in
         one statement: one round trip for the whole page.
         """
-        pairs = self._visible_kept()
+        pairs = self._kept("visible", self.visible)
         if not pairs:
             return []
         if self.session.get_bind().dialect.name == "postgresql":
             counts = self._counts_on_postgresql(pairs)
         else:
-            counts = list(self.session.execute(self._summary_statement(pairs, "scalar")).one())
+            statement = self._kept("scalar", lambda: self._summary_statement(pairs, "scalar"))
+            counts = list(self.session.execute(statement).one())
         return [
-            {"key": tl.key, "label": tl.label, "type": t.key, "type_name": t.name, "count": counts[i] or 0}
+            {"key": tl.key, "label": tl.label, "type": t.key, "type_name": t.name, "count": counts[i]}
             for i, (t, tl) in enumerate(pairs)
         ]
 
@@ -145,8 +146,7 @@ class TaskListService:
         """``build()``, kept with the definitions for this actor, day and database.
 
         Building the summary's statement (dozens of filters) costs about as much as a
-        database counts in ten milliseconds, and it is the same all day for the same actor;
-        dates and ids in it are parameters, so keeping it is safe.
+        database counts in ten milliseconds, and it is the same all day for the same actor.
         """
         if not self.cache_filters:
             return build()
@@ -158,29 +158,22 @@ class TaskListService:
             memo[key] = build()
         return memo[key]
 
-    def _visible_kept(self) -> list[tuple[TrackerType, TaskList]]:
-        return self._kept("visible", self.visible)
-
     def _summary_statement(self, pairs: list[tuple[TrackerType, TaskList]], shape: str) -> Executable:
         """The one statement counting ``pairs``: ``scalar`` (a row of scalar subqueries) or
         ``union``/``parallel`` (rows of list number and count). The two union shapes are the
         same query under different labels, so that each is prepared, and its plan kept,
         apart: a plan's use of parallel workers is fixed when it is made."""
-
-        def build() -> Executable:
-            wheres = [self.where(t, tl) for t, tl in pairs]
-            if shape == "scalar":
-                return select(*(select(func.count()).select_from(Item).where(w).scalar_subquery() for w in wheres))
-            return union_all(
-                *(
-                    select(literal_column(str(i)).label(f"{shape}_list"), func.count().label("n"))
-                    .select_from(Item)
-                    .where(w)
-                    for i, w in enumerate(wheres)
-                )
+        wheres = [self.where(t, tl) for t, tl in pairs]
+        if shape == "scalar":
+            return select(*(select(func.count()).select_from(Item).where(w).scalar_subquery() for w in wheres))
+        return union_all(
+            *(
+                select(literal_column(str(i)).label(f"{shape}_list"), func.count().label("n"))
+                .select_from(Item)
+                .where(w)
+                for i, w in enumerate(wheres)
             )
-
-        return self._kept(shape, build)
+        )
 
     def _counts_on_postgresql(self, pairs: list[tuple[TrackerType, TaskList]]) -> list[int]:
         """The counts from a ``UNION ALL`` of COUNTs, run as a statement this connection
@@ -201,19 +194,20 @@ class TaskListService:
         size = text("SELECT reltuples >= :rows FROM pg_class WHERE oid = 'items'::regclass")
         parallel = bool(self.session.execute(size, {"rows": PARALLEL_FROM_ITEMS}).scalar())
         shape = "parallel" if parallel else "union"
-        statement = self._summary_statement(pairs, shape)
-        sql = self._kept(f"{shape} sql", lambda: literal_sql(statement, self.session.get_bind().dialect))
+        dialect = self.session.get_bind().dialect
+        sql = self._kept(shape, lambda: literal_sql(self._summary_statement(pairs, shape), dialect))
         name = "tracker_summary_" + hashlib.sha1(sql.encode()).hexdigest()[:24]
         connection = self.session.connection()
         prepared: OrderedDict[str, None] = connection.info.setdefault("tracker_prepared", OrderedDict())
-        if name in prepared:
+        planning = name not in prepared  # a prepared statement is planned at its first EXECUTE
+        if planning:
+            connection.exec_driver_sql(f"PREPARE {name} AS {sql}")
+            prepared[name] = None
+            while len(prepared) > PREPARED_PER_CONNECTION:
+                connection.exec_driver_sql(f"DEALLOCATE {prepared.popitem(last=False)[0]}")
+        else:
             prepared.move_to_end(name)
-            return _counts(connection.exec_driver_sql(f"EXECUTE {name}").all(), len(pairs))
-        connection.exec_driver_sql(f"PREPARE {name} AS {sql}")
-        prepared[name] = None
-        while len(prepared) > PREPARED_PER_CONNECTION:
-            connection.exec_driver_sql(f"DEALLOCATE {prepared.popitem(last=False)[0]}")
-        if not parallel:
+        if not (planning and parallel):
             return _counts(connection.exec_driver_sql(f"EXECUTE {name}").all(), len(pairs))
         connection.exec_driver_sql(
             "SELECT set_config('parallel_setup_cost', '0', true), set_config('parallel_tuple_cost', '0', true)"
@@ -283,9 +277,9 @@ def _counts(rows, size: int) -> list[int]:
     return counts
 
 
-def literal_sql(statement: Executable, dialect) -> str:
-    """The statement as SQL with its values written in."""
-    return str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+def literal_sql(clause: ClauseElement, dialect) -> str:
+    """A statement or expression as SQL with its values written in."""
+    return str(clause.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
 
 
 def _is_relative(cond: Condition) -> bool:
@@ -327,8 +321,7 @@ def static_filter(
         clauses.append(Item.assignee_id.is_(None))
     clauses += [_condition(tracker_type, c, dialect) for c in tasklist.conditions if not _is_relative(c)]
     dialect_impl = postgresql.dialect() if dialect == "postgresql" else sqlite.dialect()
-    compiled = and_(*clauses).compile(dialect=dialect_impl, compile_kwargs={"literal_binds": True})
-    sql = str(compiled)
+    sql = literal_sql(and_(*clauses), dialect_impl)
     if cache:
         _STATIC[(id(tracker_type), repr(tasklist), dialect)] = (tracker_type, sql)
     return sql
