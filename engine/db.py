@@ -109,10 +109,16 @@ def _connect_retrying(budget: float, dialect, _record, cargs, cparams):
 
 
 def _refused(exc: BaseException) -> bool:
-    if getattr(exc, "sqlstate", None) == "57P03":
+    state = getattr(exc, "sqlstate", None)
+    if state == "57P03":
         return True
     message = str(exc).lower()
-    return any(words in message for words in _REFUSED)
+    if any(words in message for words in _REFUSED):
+        return True
+    # psycopg sets no SQLSTATE on a failed connect; a server that answered says FATAL (no such
+    # database, bad password: settings to fix). Without it, the server never answered: refused,
+    # timed out, or accepted and hung up while stopping
+    return message.startswith("connection failed:") and "fatal:" not in message
 
 
 def _first_line(exc: BaseException) -> str:

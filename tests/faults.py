@@ -126,6 +126,12 @@ class PrivatePostgres:
     def stop(self, mode: str = "fast") -> None:
         self._ctl("-m", mode, "stop", check=False)
 
+    def ensure_running(self) -> None:
+        """Start it again if a test that stopped it failed before starting it, so that one
+        failure does not become an error in every later test."""
+        if self._run("pg_ctl", "-D", str(self.data), "status", check=False).returncode != 0:
+            self.start()
+
     def _ctl(self, *args: str, check: bool = True) -> None:
         # fsync only matters when the machine, not a process, goes down; without it tests run faster
         options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=80"
@@ -173,6 +179,7 @@ def private_pg() -> Iterator[PrivatePostgres]:
 @pytest.fixture
 def private_pg_url(private_pg) -> Iterator[str]:
     """A fresh migrated database on the private cluster (a copy of the template)."""
+    private_pg.ensure_running()
     name = f"tracker_{uuid.uuid4().hex[:10]}"
     _admin(private_pg, f'CREATE DATABASE "{name}" TEMPLATE tracker_template')
     yield private_pg.url(name)
