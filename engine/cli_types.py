@@ -80,10 +80,10 @@ def types_publish(key: str, note: str, as_user: str | None) -> None:
         except DefinitionRejected as exc:
             _refused(exc)
         click.echo(f"Published {key} version {published.definition.version}.")
-        behind = TypeMigrator(session, service.actor, rt.registry).preview(key)
-        if behind.items:
+        behind = TypeMigrator(session, service.actor, rt.registry).count_behind(key)
+        if behind:
             click.echo(
-                f"{behind.items} item(s) are still under older versions; "
+                f"{behind} item(s) are still under older versions; "
                 f"'tracker types migrate {key} --preview' shows what migrating them would do."
             )
 

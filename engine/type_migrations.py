@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from engine import permissions, sandbox
@@ -117,6 +117,7 @@ class VersionPreview:
     from_version: int
     steps: list[Migration]
     items: int = 0
+    checked: int = 0  # how many of ``items`` were looked at; the counts below are among those
     would_change: int = 0
     would_fail: int = 0
     failures: list[Example] = field(default_factory=list)
@@ -140,6 +141,15 @@ class Preview:
     @property
     def would_fail(self) -> int:
         return sum(v.would_fail for v in self.versions)
+
+    @property
+    def checked(self) -> int:
+        return sum(v.checked for v in self.versions)
+
+    @property
+    def complete(self) -> bool:
+        """Every item behind was checked, so the counts are exact rather than a sample's."""
+        return self.checked == self.items
 
 
 @dataclass
@@ -181,30 +191,46 @@ class TypeMigrator:
                 steps.extend(found.migrations)
         return steps
 
-    def preview(self, type_key: str, *, examples: int = 5) -> Preview:
-        """Counts, per older version, of the items that would change and that would fail to
-        validate under the current version, with up to ``examples`` of each. Nothing changes."""
+    def preview(self, type_key: str, *, examples: int = 5, sample: int | None = None) -> Preview:
+        """Per older version: how many items there are (counted by the database), and of
+        those checked, how many would change and how many would fail to validate under the
+        current version, with up to ``examples`` of each. ``sample`` checks at most that many
+        items per version (the oldest first), so a page can show a preview of a type with a
+        million items without validating them all; None checks every one. Nothing changes."""
         current = self.registry.type(type_key)
-        by_version: dict[int, VersionPreview] = {}
-        for item in self._behind(current):
-            vp = by_version.get(item.type_version)
-            if vp is None:
-                vp = by_version[item.type_version] = VersionPreview(
-                    item.type_version, self.steps(type_key, item.type_version)
-                )
-            vp.items += 1
-            new = migrate_data(item.data, vp.steps)
-            changed = _changed_fields(item.data, new)
-            if changed:
-                vp.would_change += 1
-                if len(vp.changes) < examples:
-                    vp.changes.append(Example(item.id, item.title, changes=changed))
-            problems = self.problems(current, item, new)
-            if problems:
-                vp.would_fail += 1
-                if len(vp.failures) < examples:
-                    vp.failures.append(Example(item.id, item.title, problems))
-        return Preview(type_key, current.version, [by_version[v] for v in sorted(by_version)])
+        versions = [
+            VersionPreview(version, self.steps(type_key, version), items=count)
+            for version, count in sorted(self.behind_by_version(type_key).items())
+        ]
+        for vp in versions:
+            for item in self._behind(current, vp.from_version, sample):
+                vp.checked += 1
+                new = migrate_data(item.data, vp.steps)
+                changed = _changed_fields(item.data, new)
+                if changed:
+                    vp.would_change += 1
+                    if len(vp.changes) < examples:
+                        vp.changes.append(Example(item.id, item.title, changes=changed))
+                problems = self.problems(current, item, new)
+                if problems:
+                    vp.would_fail += 1
+                    if len(vp.failures) < examples:
+                        vp.failures.append(Example(item.id, item.title, problems))
+        return Preview(type_key, current.version, versions)
+
+    def behind_by_version(self, type_key: str) -> dict[int, int]:
+        """How many items of each older version there are: one GROUP BY, no item loaded."""
+        current = self.registry.type(type_key)
+        stmt = (
+            select(Item.type_version, func.count())
+            .where(Item.type_key == type_key, Item.type_version < current.version)
+            .group_by(Item.type_version)
+        )
+        return {version: count for version, count in self.session.execute(stmt)}
+
+    def count_behind(self, type_key: str) -> int:
+        """How many items are under an older version than the current one."""
+        return self._count_behind(self.registry.type(type_key))
 
     def apply(
         self, type_key: str, *, progress: Callable[[int, int], None] | None = None, failures_kept: int = 20
@@ -313,25 +339,26 @@ class TypeMigrator:
             )
         return problems
 
-    def _behind(self, current: TrackerType):
-        last_id = 0
-        while True:
+    def _behind(self, current: TrackerType, version: int, limit: int | None):
+        """The items of ``version``, oldest first, ``limit`` at most, a batch at a time."""
+        last_id, seen = 0, 0
+        while limit is None or seen < limit:
+            size = BATCH if limit is None else min(BATCH, limit - seen)
             batch = list(
                 self.session.scalars(
                     select(Item)
-                    .where(Item.type_key == current.key, Item.type_version < current.version, Item.id > last_id)
+                    .where(Item.type_key == current.key, Item.type_version == version, Item.id > last_id)
                     .order_by(Item.id)
-                    .limit(BATCH)
+                    .limit(size)
                 )
             )
             if not batch:
                 return
             yield from batch
+            seen += len(batch)
             last_id = batch[-1].id
 
     def _count_behind(self, current: TrackerType) -> int:
-        from sqlalchemy import func
-
         stmt = select(func.count()).where(Item.type_key == current.key, Item.type_version < current.version)
         return self.session.scalar(stmt) or 0
 
