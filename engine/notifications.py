@@ -394,10 +394,13 @@ class Notifier:
         failures: list[str] = []
         for user, message in messages:
             for channel in self.channels:
-                if not channel.ready(ctx) or not prefs[user.id].wants(message.reason, channel.key):
+                if not prefs[user.id].wants(message.reason, channel.key):
+                    continue
+                used, address = self._reach(ctx, row, channel, user)
+                if not used:
                     continue
                 try:
-                    self._deliver_one(ctx, row, channel, user, message, digest=prefs[user.id].digest)
+                    self._deliver_one(ctx, row, channel, user, message, address, digest=prefs[user.id].digest)
                 except Exception as exc:  # noqa: BLE001 - one failing channel must not stop the others
                     self.session.rollback()
                     log.warning("outbox %s: %s to %s failed: %s", row.id, channel.key, user.username, exc)
@@ -405,8 +408,32 @@ class Notifier:
         if failures:
             raise DeliveryFailed("; ".join(failures))
 
+    def _reach(self, ctx: DeliveryContext, row: Outbox, channel: Channel, user: User) -> tuple[bool, str | None]:
+        """Whether ``channel`` is used for ``user``, and their address on it (None: the
+        delivery is recorded as skipped). A channel whose ``ready`` or ``address`` raises is
+        left out for this recipient only, so the other channels and recipients still get the
+        message; a plugin's channel has the error recorded (see :mod:`engine.plugins`)."""
+        try:
+            if not channel.ready(ctx):
+                return False, None
+            return True, channel.address(user)
+        except Exception as exc:  # noqa: BLE001 - one broken channel must not stop the others
+            # a failed query in address() leaves a PostgreSQL transaction unusable; every
+            # delivery so far is committed, so nothing is lost
+            self.session.rollback()
+            log.warning("outbox %s: %s left out for %s: %s", row.id, channel.key, user.username, exc)
+            return False, None
+
     def _deliver_one(
-        self, ctx: DeliveryContext, row: Outbox, channel: Channel, user: User, message: Message, *, digest: bool
+        self,
+        ctx: DeliveryContext,
+        row: Outbox,
+        channel: Channel,
+        user: User,
+        message: Message,
+        address: str | None,
+        *,
+        digest: bool,
     ) -> None:
         key = f"outbox:{row.id}:user:{user.id}:{channel.key}"
         delivery = self.session.scalar(select(Delivery).where(Delivery.key == key))
@@ -425,7 +452,7 @@ class Notifier:
                 created_at=ctx.now,
             )
             self.session.add(delivery)
-        if channel.address(user) is None:
+        if address is None:
             delivery.status, delivery.detail = "skipped", channel.missing
             self._commit()
             return

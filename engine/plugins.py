@@ -580,7 +580,8 @@ class PluginHost:
             return None
 
     def channels(self) -> list:
-        """Plugin notification channels, each wrapped so that a failing ``send`` is recorded."""
+        """Plugin notification channels, each wrapped so that a failing ``ready``, ``address``
+        or ``send`` is recorded."""
         from engine.notifications import Channel
 
         def build() -> list:
@@ -724,18 +725,24 @@ def _guarded_validator(host: PluginHost, plugin: str, name: str, check: Callable
 
 
 def _guarded_channel(host: PluginHost, plugin: str, channel: Any) -> Any:
-    """``channel`` with its ``send`` recording failures as this plugin's errors (the relay
-    still sees the exception, so the delivery is retried)."""
-    original = channel.send
+    """``channel`` with ``ready``, ``address`` and ``send`` recording failures as this
+    plugin's errors. The exception still reaches the notifier: a failing ``send`` is retried
+    through the outbox, a failing ``ready`` or ``address`` leaves the channel out for that
+    recipient (see :meth:`engine.notifications.Notifier.deliver`)."""
 
-    def send(ctx, delivery, user, message):
-        try:
-            return original(ctx, delivery, user, message)
-        except Exception as exc:
-            host.errors.record(plugin, f"channel {channel.key}", exc)
-            raise
+    def guard(method: Callable, hook: str) -> Callable:
+        def guarded(*args: Any) -> Any:
+            try:
+                return method(*args)
+            except Exception as exc:
+                host.errors.record(plugin, hook, exc)
+                raise
 
-    channel.send = send
+        return guarded
+
+    channel.ready = guard(channel.ready, f"channel {channel.key} ready")
+    channel.address = guard(channel.address, f"channel {channel.key} address")
+    channel.send = guard(channel.send, f"channel {channel.key}")
     channel.plugin = plugin
     return channel
 
