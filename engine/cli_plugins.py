@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import click
 
@@ -64,7 +66,8 @@ def plugins_errors(limit: int) -> None:
 
 def register(cli: click.Group) -> None:
     """Add ``tracker plugins`` and every plugin's commands to ``cli``. A plugin whose
-    commands cannot be had, or whose command name is taken, is reported and skipped."""
+    commands cannot be had, or whose command name is taken, is reported (and stored, see
+    :func:`_error_sink`) and skipped."""
     from engine.plugins import PluginHost
 
     cli.add_command(plugins_group)
@@ -75,7 +78,7 @@ def register(cli: click.Group) -> None:
         plugins_disabled=tuple(n.strip() for n in env.get("TRACKER_PLUGINS_DISABLED", "").split(",") if n.strip()),
         plugin_env={k: v for k, v in env.items() if k.startswith("TRACKER_PLUGIN_")},
     )
-    host = PluginHost(settings)
+    host = PluginHost(settings, sink=_error_sink(env))
     for plugin, command in host.cli_commands():
         if command.name in cli.commands:
             host.errors.record(
@@ -83,3 +86,31 @@ def register(cli: click.Group) -> None:
             )
             continue
         cli.add_command(command)
+
+
+def _error_sink(env: Mapping[str, str]) -> Callable | None:
+    """Where errors of the plugins' command-line hooks are stored, so they show on
+    ``/admin/plugins`` and ``/health`` like any other plugin error: the database of
+    ``TRACKER_DATABASE_URL``, or the instance's SQLite file when it exists. None when there is
+    no database yet: ``tracker --help`` must not create one to store an error in (the error
+    is still logged)."""
+    url = env.get("TRACKER_DATABASE_URL", "").strip()
+    if not url:
+        instance = Path(env.get("TRACKER_INSTANCE_PATH") or Path.cwd() / "instance").resolve()
+        if not (instance / "tracker.db").is_file():
+            return None
+        url = f"sqlite:///{instance / 'tracker.db'}"
+
+    def store(entry) -> None:
+        from engine import db
+        from engine.plugins import REPEAT_WINDOW, store_error
+
+        # opened only when a hook failed, so a healthy command line never connects here
+        engine = db.make_engine(url, connect_retry_seconds=0)
+        try:
+            with db.session_factory(engine)() as session:
+                store_error(session, entry, once_per=REPEAT_WINDOW)
+        finally:
+            engine.dispose()
+
+    return store

@@ -322,8 +322,23 @@ class ErrorLog:
         return done.wait(timeout)
 
 
-def store_error(session: Session, entry: ErrorRecord) -> None:
-    """Write one error to ``plugin_errors`` and commit."""
+def store_error(session: Session, entry: ErrorRecord, *, once_per: timedelta | None = None) -> None:
+    """Write one error to ``plugin_errors`` and commit. With ``once_per``, an error already
+    stored (same plugin, hook and message) that long before is not stored again: for short
+    processes (each ``tracker`` command), whose in-memory :data:`REPEAT_WINDOW` ends with them."""
+    if once_per is not None:
+        seen = session.scalar(
+            select(PluginError.id)
+            .where(
+                PluginError.plugin == entry.plugin,
+                PluginError.hook == entry.hook,
+                PluginError.message == entry.message,
+                PluginError.at >= entry.at - once_per,
+            )
+            .limit(1)
+        )
+        if seen is not None:
+            return
     session.add(
         PluginError(at=entry.at, plugin=entry.plugin, hook=entry.hook, message=entry.message, detail=entry.detail)
     )

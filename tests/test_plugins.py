@@ -286,6 +286,42 @@ def test_a_plugin_raising_in_its_cli_hook_does_not_stop_the_command_line(site, r
     assert "learner" in result.stdout and "no commands today" in result.stderr
 
 
+NOISY_CLI = (
+    "from engine.hookspecs import hookimpl\n\n"
+    "@hookimpl\ndef tracker_cli_commands():\n    raise RuntimeError('no commands today')\n"
+)
+
+
+def test_a_cli_hook_error_is_stored_once_and_shows_like_any_plugin_error(site, run, db_url):
+    from engine import db
+
+    add_dist(site, "tracker-noisy", "1.0", {"noisy": "tp_noisy_mod"}, {"tp_noisy_mod": NOISY_CLI})
+    run.env["PYTHONPATH"] = str(site)
+    run("types", "list")
+    run("types", "list")  # a second command within ten minutes adds no second row
+    engine = db.make_engine(db_url)
+    try:
+        with db.session_factory(engine)() as session:
+            rows, total = stored_errors(session)
+    finally:
+        engine.dispose()
+    assert total == 1 and (rows[0].plugin, rows[0].hook) == ("noisy", "tracker_cli_commands")
+    assert rows[0].message == "RuntimeError: no commands today" and "Traceback" in rows[0].detail
+    status = run("status", ok=False)
+    assert status.returncode == 1 and "1 error in the last 24 hours" in status.stdout
+    assert "noisy  tracker_cli_commands  RuntimeError: no commands today" in run("plugins", "errors").stdout
+
+
+def test_a_cli_hook_error_creates_no_database_to_be_stored_in(site, tmp_path):
+    add_dist(site, "tracker-noisy", "1.0", {"noisy": "tp_noisy_mod"}, {"tp_noisy_mod": NOISY_CLI})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKER_")}
+    env["PYTHONPATH"] = str(site)
+    result = subprocess.run([TRACKER, "--help"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    assert result.returncode == 0 and "no commands today" in result.stderr
+    assert "could not be stored" not in result.stderr
+    assert not (tmp_path / "instance").exists()
+
+
 def test_the_engine_side_of_plugins_does_not_import_flask():
     code = "import sys, engine.plugins, engine.hookspecs; print('flask' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
