@@ -249,3 +249,54 @@ def test_export_result_links_each_problem_to_its_field(setup):
     assert f'<a href="{anchor}">Learning deliveries 2 › Actual end date</a>' in page
     assert "LearnActEndDate_01: the actual end date must not be before the learning start date" in page
     assert "2 learners left out of the file" in page
+
+
+def test_learners_ticked_on_the_list_are_exported_and_no_others(setup):
+    app = setup(ukprn="10012345")
+    client = client_for(app, "fran")
+    first, second = app.ids["LR0001"], app.ids["LR0002"]
+    listing = client.get("/types/ilr").get_data(as_text=True)
+    assert '<form id="ticked-items" method="get" action="/ilr/export"' in listing
+    assert f'<input type="checkbox" name="id" value="{first}" form="ticked-items"' in listing
+    # nobody without exports.bulk gets tick boxes or the button
+    assert 'form="ticked-items"' not in client_for(app, "clara").get("/types/ilr").get_data(as_text=True)
+
+    form = client.get(f"/ilr/export?ticked=1&id={second}&id={first}&id={second}")
+    page = form.get_data(as_text=True)
+    assert form.status_code == 200 and re.search(r"<strong>2</strong> learners ticked on the list", page)
+    assert f'<input type="hidden" name="id" value="{second}">' in page and "Export 2 records" in page
+    response = post_export(client, id=[str(second), str(first)])
+    _url, page = finished_page(client, response)
+    name = re.search(r"ILR-10012345-2526-\d{8}-\d{6}-01\.xml", page).group(0)
+    assert f"<strong>{name}</strong> holds 2 learners" in page
+    root = ET.fromstring(client.get(f"/ilr/files/{name}").data)
+    assert sorted(e.text for e in root.iter("{ESFA/ILR/2025-26}LearnRefNumber")) == ["LR0001", "LR0002"]
+    assert audit(app)[0].filters["ids"] == [second, first]
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "words"),
+    [
+        ("ticked=1", 422, "No learner was ticked"),
+        ("ticked=1&id=abc", 422, "&#39;abc&#39; is not an item number"),
+        ("ticked=1&id=999999", 404, ""),
+    ],
+)
+def test_a_bad_tick_is_refused_and_nothing_is_exported(setup, query, status, words):
+    app = setup()
+    client = client_for(app, "fran")
+    response = client.get(f"/ilr/export?{query}")
+    assert response.status_code == status and words in response.get_data(as_text=True)
+    posted = post_export(client, **dict(pair.split("=") for pair in query.split("&")))
+    assert posted.status_code == status
+    assert audit(app) == []
+
+
+def test_a_ticked_item_that_is_not_an_ilr_record_is_refused(setup):
+    app = setup()
+    client = client_for(app, "fran")
+    with app.extensions["tracker"].session() as session:
+        concern = session.scalar(select(Item.id).where(Item.type_key == "concern"))
+    response = client.get(f"/ilr/export?ticked=1&id={concern}")
+    assert response.status_code == 422 and f"Item #{concern} is not an ILR record" in response.get_data(as_text=True)
+    assert post_export(client, id=str(concern)).status_code == 422

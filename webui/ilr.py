@@ -33,11 +33,16 @@ from webui import db_session, job_pages, lists, runtime
 
 bp = Blueprint("ilr", __name__, url_prefix="/ilr")
 lists.LIST_ACTIONS.setdefault(xml_export.TYPE_KEY, []).append(("Export ILR XML", "ilr.export_form", "exports.bulk"))
+lists.SELECTION_ACTIONS.setdefault(xml_export.TYPE_KEY, []).append(
+    ("Export ILR XML of the ticked learners", "ilr.export_form", "exports.bulk")
+)
 
 #: files listed as made recently on the export page
 RECENT = 10
 #: the user's own exports listed on the export page
 MY_RECENT = 5
+#: learners that may be ticked on the list for one export (more: use the filters)
+MAX_TICKED = 1000
 
 
 class ExportForm(FlaskForm):
@@ -83,16 +88,52 @@ def _filters(source) -> dict:
                 )
             ]
         )
-    return {"status": status, "assignee": source.get("assignee", "").strip(), "q": source.get("q", "").strip()}
+    ids = _ticked(source.getlist("id"))
+    if source.get("ticked") and not ids:
+        raise ValidationFailed(
+            [Problem("id", "No learner was ticked", "Tick the learners to export on the ILR list, then try again.")]
+        )
+    return {
+        "ids": ids,
+        "status": status,
+        "assignee": source.get("assignee", "").strip(),
+        "q": source.get("q", "").strip(),
+    }
+
+
+def _ticked(values: list[str]) -> list[int]:
+    """The learners ticked on the list (``id`` repeated), each once, in the order given."""
+    ids: list[int] = []
+    for value in values:
+        if not value.strip().isdigit():
+            raise ValidationFailed(
+                [Problem("id", f"'{value[:20]}' is not an item number", "Tick learners on the ILR list instead.")]
+            )
+        ids.append(int(value))
+    ids = list(dict.fromkeys(ids))
+    if len(ids) > MAX_TICKED:
+        raise ValidationFailed(
+            [
+                Problem(
+                    "id",
+                    f"{len(ids)} learners were ticked; at most {MAX_TICKED} can be chosen one by one",
+                    "Choose them with the list's filters instead, or export them in parts.",
+                )
+            ]
+        )
+    return ids
 
 
 def _form_page(form: ExportForm, filters: dict, errors: list[str] | None = None, status: int = 200):
     service = runtime().items(db_session(), current_user.actor)
     workflow = runtime().registry.workflow_for(runtime().registry.type(xml_export.TYPE_KEY))
-    states = filters["status"] or workflow.states_in(("open", "done"))
-    _found, count = service.list(
-        xml_export.TYPE_KEY, status=states, assignee=filters["assignee"] or None, q=filters["q"] or None, limit=0
-    )
+    if filters["ids"]:
+        count = len(xml_export.chosen(service, filters["ids"], None, None, None))
+    else:
+        states = filters["status"] or workflow.states_in(("open", "done"))
+        _found, count = service.list(
+            xml_export.TYPE_KEY, status=states, assignee=filters["assignee"] or None, q=filters["q"] or None, limit=0
+        )
     labels = [workflow.state(s).label for s in filters["status"]]
     return (
         render_template(
@@ -114,7 +155,8 @@ def _form_page(form: ExportForm, filters: dict, errors: list[str] | None = None,
 
 
 def _list_args(filters: dict) -> dict:
-    return {k: v for k, v in filters.items() if v}
+    """The list's own filters, for links back to it (the ticks are not kept there)."""
+    return {k: v for k, v in filters.items() if v and k != "ids"}
 
 
 def _recent() -> list[dict]:
@@ -159,6 +201,7 @@ def export():
             q=filters["q"],
             strict=form.strict.data,
             origin=lists.bulk_origin(),
+            ids=filters["ids"],
         )
     except ValidationFailed as exc:
         return _form_page(form, filters, [f"{p.message}. {p.advice}" for p in exc.problems], 422)
@@ -179,7 +222,12 @@ def job_page(job_id: int):
     state = background.state(job)
     result = job.result if job.status == "done" else None
     params = job.params or {}
-    filters = {"status": params.get("status") or [], "assignee": params.get("assignee", ""), "q": params.get("q", "")}
+    filters = {
+        "ids": params.get("ids") or [],
+        "status": params.get("status") or [],
+        "assignee": params.get("assignee", ""),
+        "q": params.get("q", ""),
+    }
     return render_template(
         "ilr/job.html",
         job=job,
@@ -191,7 +239,7 @@ def job_page(job_id: int):
         field_id=_field_id,
         field_label=_field_label,
         list_url=url_for("lists.type_items", key=xml_export.TYPE_KEY, **_list_args(filters)),
-        again_url=url_for("ilr.export_form", **_list_args(filters)),
+        again_url=url_for("ilr.export_form", id=filters["ids"], **_list_args(filters)),
     )
 
 

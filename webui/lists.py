@@ -44,6 +44,9 @@ DEFAULT_SORT = "-id"
 #: extra buttons on a type's list page, ``{type key: [(label, endpoint, capability)]}``: a blueprint
 #: adds its own (webui/ilr.py: "Export ILR XML"); each link carries the list's filters
 LIST_ACTIONS: dict[str, list[tuple[str, str, str]]] = {}
+#: buttons that act on the items ticked on a type's list page, same shape as LIST_ACTIONS; the
+#: endpoint gets the ticked items as ``id`` repeated (a GET: it shows a form to confirm)
+SELECTION_ACTIONS: dict[str, list[tuple[str, str, str]]] = {}
 
 
 @bp.app_template_filter("field_label")
@@ -461,6 +464,11 @@ def type_items(key: str):
             if permissions.allows(actor, capability, tracker_type)
         ],
         export_url=url_for("lists.export_type", key=key, **query.args(page=None)),
+        selection_actions=[
+            (label, url_for(endpoint))
+            for label, endpoint, capability in SELECTION_ACTIONS.get(key, ())
+            if permissions.allows(actor, capability, tracker_type)
+        ],
     )
 
 

@@ -52,6 +52,7 @@ def start(
     q: str,
     strict: bool,
     origin: Origin,
+    ids: list[int] | None = None,
 ) -> BackgroundJob:
     """Check the export may be made and start it; returns the job.
 
@@ -60,8 +61,9 @@ def start(
             is not an allowed address (the refusal is recorded).
         ValidationFailed: the UKPRN or the year is not valid.
         TrackerError: no ILR record matches the filters.
+        NotFound: an id in ``ids`` (learners ticked on the list) names no item the actor sees.
     """
-    filters = {"status": status, "assignee": assignee, "q": q, "ukprn": ukprn, "year": year}
+    filters = {"ids": ids or [], "status": status, "assignee": assignee, "q": q, "ukprn": ukprn, "year": year}
     with runtime.session() as session:
         service = runtime.items(session, actor)
         tracker_type = service.registry.type(xml_export.TYPE_KEY)
@@ -70,14 +72,7 @@ def start(
         bulk.require_allowed(session, actor, origin, "ilr_xml", xml_export.TYPE_KEY, filters)
         ukprn = xml_export.check_ukprn(ukprn)
         year = xml_export.collection_for(year).year
-        workflow = service.registry.workflow_for(tracker_type)
-        _found, count = service.list(
-            xml_export.TYPE_KEY,
-            status=status or workflow.states_in(("open", "done")),
-            assignee=assignee or None,
-            q=q or None,
-            limit=0,
-        )
+        count = len(xml_export.chosen(service, ids, None, None, None)) if ids else _count(service, status, assignee, q)
     if not count:
         raise TrackerError(
             "There is no ILR record to export with these filters.",
@@ -87,6 +82,18 @@ def start(
     return background.start(
         runtime, actor, KIND, params=params, subject=f"{ukprn} {year}", stage=STAGES["records"], unit=UNIT, total=count
     )
+
+
+def _count(service, status: list[str], assignee: str, q: str) -> int:
+    workflow = service.registry.workflow_for(service.registry.type(xml_export.TYPE_KEY))
+    _found, count = service.list(
+        xml_export.TYPE_KEY,
+        status=status or workflow.states_in(("open", "done")),
+        assignee=assignee or None,
+        q=q or None,
+        limit=0,
+    )
+    return count
 
 
 def run(runtime: Runtime, job: background.Run) -> dict[str, Any]:
@@ -105,6 +112,7 @@ def run(runtime: Runtime, job: background.Run) -> dict[str, Any]:
             ukprn=p["ukprn"],
             year=p["year"],
             out_dir=folder(runtime.settings),
+            item_ids=p.get("ids") or None,
             status=p.get("status") or None,
             assignee=p.get("assignee") or None,
             q=p.get("q") or None,

@@ -190,7 +190,7 @@ def export_ilr(
     collection = collection_for(year)
     if serial is not None and not 1 <= serial <= 99:
         raise ValidationFailed([Problem("serial", f"Serial number {serial} is out of range", "Use 1 to 99.")])
-    items = _chosen(service, item_ids, status, assignee, q)
+    items = chosen(service, item_ids, status, assignee, q)
     if not items:
         raise TrackerError(
             "There is no ILR record to export with these filters.",
@@ -305,7 +305,9 @@ def _enums(node):
     return out
 
 
-def _chosen(service: ItemService, ids, status, assignee, q) -> list[Item]:
+def chosen(service: ItemService, ids, status, assignee, q) -> list[Item]:
+    """The ILR items ``ids`` names (each must exist, be visible and be an ILR record), or
+    without ids those the filters find."""
     if ids:
         items = [service.get(i) for i in dict.fromkeys(ids)]
         wrong = [i.id for i in items if i.type_key != TYPE_KEY]
@@ -314,8 +316,9 @@ def _chosen(service: ItemService, ids, status, assignee, q) -> list[Item]:
                 [
                     Problem(
                         "ids",
-                        f"Item{'s' if len(wrong) > 1 else ''} #{', #'.join(map(str, wrong))} "
-                        f"{'are' if len(wrong) > 1 else 'is'} not ILR records",
+                        f"Items #{', #'.join(map(str, wrong))} are not ILR records"
+                        if len(wrong) > 1
+                        else f"Item #{wrong[0]} is not an ILR record",
                         "Give the numbers of ILR items only.",
                     )
                 ]
