@@ -235,7 +235,9 @@ def discover(*, refresh: bool = False) -> list[Discovered]:
             )
             try:
                 entry.module = ep.load()
-            except Exception as exc:  # noqa: BLE001 - a broken plugin is reported, not fatal
+            # SystemExit too: a module calling sys.exit() at import (a script packaged as a
+            # plugin) must not end the web process or the command line; Ctrl-C still does
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - a broken plugin is reported, not fatal
                 entry.error = f"could not be imported: {type(exc).__name__}: {exc}"
                 log.error("plugin '%s' (%s) %s", ep.name, ep.value, entry.error)
             found[ep.name] = entry

@@ -99,6 +99,26 @@ def test_a_plugin_that_fails_to_import_is_reported_and_the_rest_still_load(site,
     assert status.returncode == 1 and "failed to load: broken" in status.stdout
 
 
+def test_a_plugin_calling_sys_exit_at_import_is_reported_and_the_process_goes_on(site, run):
+    add_dist(
+        site,
+        "tracker-exits",
+        "0.1",
+        {"exits": "tp_exits_mod"},
+        {"tp_exits_mod": "import sys\nsys.exit('usage: exits FILE')\n"},
+    )
+    found = {d.name: d for d in discover()}
+    assert found["exits"].module is None
+    assert found["exits"].error == "could not be imported: SystemExit: usage: exits FILE"
+    infos = {i.name: i for i in PluginHost(Settings(secret_key="x")).info()}
+    assert infos["exits"].status == "failed" and infos["sms"].status == "loaded"
+    run.env["PYTHONPATH"] = str(site)
+    listed = run("plugins", "list")
+    assert "exits" in listed.stdout and "failed" in listed.stdout and "usage: exits FILE" in listed.stderr
+    status = run("status", ok=False)
+    assert "failed to load: exits" in status.stdout
+
+
 def test_a_plugin_with_a_hook_the_specs_do_not_know_is_refused_at_registration():
     class Typo:
         @hookimpl
