@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from engine.definitions import load_registry
 from engine.definitions.plugin_refs import check_plugin_references
-from engine.errors import ValidationFailed
+from engine.errors import PermissionDenied, ValidationFailed
 from engine.hookspecs import hookimpl
 from engine.models import Item, Outbox, utcnow
 from engine.permissions import Actor
@@ -106,6 +106,55 @@ def test_a_plugin_definitions_folder_is_loaded_and_its_checks_are_real_validatio
             items.update(item.id, changes={"count": 7})
         assert session.scalar(select(Item.data).where(Item.id == item.id))["count"] == 4
         assert session.scalar(select(Item.id).where(Item.title == "Gadget Odd")) is None
+
+
+class Workshop:
+    """A test plugin whose definitions folder brings a workflow and a role with its type."""
+
+    def __init__(self, folder) -> None:
+        self.folder = folder
+
+    @hookimpl
+    def tracker_definition_folders(self):
+        return [self.folder]
+
+
+WORKSHOP_FLOW = """key: repair
+name: Repair
+states:
+  - {key: booked, label: Booked, initial: true}
+  - {key: fixed, label: Fixed, category: done}
+transitions:
+  - {key: fix, from: [booked], to: fixed, label: Mark fixed, roles: [technician]}
+"""
+
+WORKSHOP_ROLES = """roles:
+  - key: technician
+    name: Workshop technician
+    capabilities: [items.create, items.view, items.transition]
+"""
+
+
+def test_a_plugin_definitions_folder_brings_its_own_workflows_and_roles(tmp_path, runtime_with):
+    type_yaml = 'key: repair_job\nname: Repair job\nversion: 1\nworkflow: repair\nsubject: none\ntitle: "Repair"\n'
+    schema = {"type": "object", "properties": {"what": {"type": "string", "title": "What"}}}
+    folder = write_type(tmp_path / "workshop_defs", "repair_job", type_yaml, schema)
+    (folder / "workflows").mkdir()
+    (folder / "workflows" / "repair.yaml").write_text(WORKSHOP_FLOW)
+    (folder / "roles.yaml").write_text(WORKSHOP_ROLES)
+    rt = runtime_with(host_of(("workshop", Workshop(folder))))
+    registry = rt.registry
+    assert registry.problems == []
+    assert "repair" in registry.workflows and registry.types["repair_job"].workflow == "repair"
+    assert registry.roles["technician"].name == "Workshop technician"
+    with rt.session() as session:
+        tech, _ = rt.users(session).create("tess", ["technician"])
+        clerk, _ = rt.users(session).create("carl", ["tracker_creator"])
+        actor = Actor.for_user(tech, rt.registry)
+        item = rt.items(session, actor).create("repair_job", {"what": "Kettle"})
+        with pytest.raises(PermissionDenied):  # the plugin's workflow names its own role only
+            rt.items(session, Actor.for_user(clerk, rt.registry)).transition(item.id, transition="fix")
+        assert rt.items(session, actor).transition(item.id, transition="fix").status == "fixed"
 
 
 def test_a_crashing_check_refuses_the_save_and_is_recorded(gadgets, runtime_with):
