@@ -113,10 +113,19 @@ def tracker_item_assigned(item, payload, session, registry, settings):
 
 @hookspec
 def tracker_item_event(event, item, payload, session, registry, settings):
-    """Called by the outbox relay for every item event (``event`` is ``created``,
-    ``updated``, ``transitioned`` or ``assigned``), after the specific hook above; for
-    plugins that treat every event alike (webhooks). The return value is ignored; raising
-    retries this plugin's part through the outbox. Otherwise as ``tracker_item_created``."""
+    """Called by the outbox relay for every item event, after the specific hook above when
+    there is one; for plugins that treat every event alike (webhooks). ``event`` is one of:
+
+    - ``created``, ``updated``, ``transitioned``, ``assigned``: as the hooks above;
+    - ``progress_changed``: criteria were ticked or unticked (``payload["percent"]`` is the
+      item's new percentage complete);
+    - ``document_uploaded``, ``document_accepted``, ``document_rejected``,
+      ``document_deleted``: a document of the item was uploaded, passed or failed its check,
+      or deleted (``payload["document"]`` is its id).
+
+    Events added later reach this hook too, so ignore the ones you do not know. The return
+    value is ignored; raising retries this plugin's part through the outbox. Otherwise as
+    ``tracker_item_created``."""
 
 
 # -- import and export ---------------------------------------------------------------------------

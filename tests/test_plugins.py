@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 import subprocess
 import sys
 from importlib import metadata
@@ -19,7 +20,7 @@ from engine.errors import TrackerError
 from engine.hookspecs import hookimpl
 from engine.notifications import Channel
 from engine.plugins import LookupResult, PluginHost, discover, stored_errors
-from tests.conftest import TRACKER
+from tests.conftest import ROOT, TRACKER
 from tests.plugin_helpers import *  # noqa: F403 - fixtures
 from tests.plugin_helpers import add_dist, host_of
 from tests.webhelpers import create_users, sign_in
@@ -49,6 +50,53 @@ def test_every_hook_spec_says_when_it_is_called_and_what_it_returns():
     for name, fn in specs.items():
         doc = inspect.getdoc(fn) or ""
         assert "called" in doc.lower() and ("return" in doc.lower() or "raising" in doc.lower()), name
+
+
+def item_events_emitted() -> tuple[set[str], set[str]]:
+    """The event names the engine's services put on ``item_event`` outbox rows: literal
+    names, and the patterns of names built with an f-string (as regular expressions)."""
+    names: set[str] = set()
+    patterns: set[str] = set()
+    for path in (ROOT / "engine").rglob("*.py"):
+        text = path.read_text()
+        for prefix, name in re.findall(r'_outbox_event\(\s*[\w.]+,\s*(f?)"([^"]+)"', text):
+            if prefix:
+                patterns.add(re.sub(r"\{[^}]*\}", r"\\w+", name))
+            else:
+                names.add(name)
+        if '"kind": "item_event"' in text:  # rows written in bulk, without _outbox_event
+            names.update(re.findall(r'"payload": \{"event": "(\w+)"', text))
+    return names, patterns
+
+
+def test_every_item_event_the_services_emit_is_documented_for_tracker_item_event():
+    names, patterns = item_events_emitted()
+    assert {"created", "updated", "transitioned", "assigned", "progress_changed", "document_deleted"} <= names
+    doc = inspect.getdoc(hookspecs.tracker_item_event) or ""
+    documented = set(re.findall(r"``(\w+)``", doc))
+    row = next(
+        line for line in (ROOT / "docs" / "plugins.md").read_text().splitlines() if "`tracker_item_event(" in line
+    )
+    in_docs = set(re.findall(r"`(\w+)`", row))
+    for name in names:
+        assert name in documented, f"tracker_item_event's docstring does not list '{name}'"
+        assert name in in_docs, f"docs/plugins.md's hooks table does not list '{name}'"
+    for pattern in patterns:
+        assert any(re.fullmatch(pattern, n) for n in documented), f"no documented event matches {pattern}"
+        assert any(re.fullmatch(pattern, n) for n in in_docs), f"docs/plugins.md lists no event matching {pattern}"
+
+
+def test_the_settings_example_in_the_plugin_docs_reads_what_the_plugin_reads():
+    docs = (ROOT / "docs" / "plugins.md").read_text()
+    section = docs.split("## Settings", 1)[1].split("\n## ", 1)[0]
+    example = section.split("```python", 1)[1].split("```", 1)[0]
+    [plugin] = re.findall(r'settings\.plugin\("(\w+)"\)', example)
+    source = (ROOT / "plugins" / f"{plugin}.py").read_text()
+    read = set(re.findall(r'\.(?:get|require|number)\("(\w+)"', source))
+    shown = re.findall(r'cfg\.(?:get|require|number)\("(\w+)"', example)
+    assert shown and set(shown) <= read, f"the example reads {shown}; plugins/{plugin}.py reads {sorted(read)}"
+    for key in shown:
+        assert f"TRACKER_PLUGIN_{plugin.upper()}_{key.upper()}" in source
 
 
 # -- discovery ---------------------------------------------------------------------------------------
