@@ -1,7 +1,7 @@
 """The type editor's operations on a draft (engine/definitions/builder.py) and the workflow
 diagram (engine/workflow_diagram.py), without a database: a rename reaches every place the
-definition names the field, refusals name the form field, and the drawing follows the
-workflow."""
+definition names the field, assignment rules and migration steps are written as type.yaml
+declares them, refusals name the form field, and the drawing follows the workflow."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import json
 import re
 
 import pytest
+import yaml
 
 from engine.definitions import builder
 from engine.definitions.builder import Draft, FieldChange
@@ -299,3 +300,225 @@ def test_the_diagram_lays_states_out_by_distance_and_labels_every_transition():
     assert "any state: Drop &lt;it&gt;" in svg and "<it>" not in svg
     assert '<title id="wf-title">Workflow W</title>' in svg
     assert "Back to new: from doing to new" in svg  # the description for screen readers
+
+
+# -- assignment rules ------------------------------------------------------------------------------
+
+
+def with_text_fields() -> Draft:
+    d = draft()
+    builder.add_field(d, "", "officer", "text", "Officer")
+    builder.add_field(d, "reviews", "reviewer", "text", "Reviewer")
+    return d
+
+
+@pytest.mark.parametrize(
+    ("rule", "role", "field", "expected"),
+    [
+        ("round_robin", "dsl", "", {"rule": "round_robin", "role": "dsl"}),
+        ("least_loaded", " dsl ", "", {"rule": "least_loaded", "role": "dsl"}),
+        ("queue", "caseworker", "", {"rule": "queue", "role": "caseworker"}),
+        ("field", "", "officer", {"rule": "field", "field": "officer"}),
+        ("field", "", "address.town", {"rule": "field", "field": "address.town"}),
+    ],
+)
+def test_each_assignment_rule_is_written_to_type_yaml(rule, role, field, expected):
+    d = with_text_fields()
+    builder.set_assignment(d, rule, role, field)
+    assert d.manifest["assignment"] == expected
+    before = Texts(dump_json(d.schema), dump_yaml({**d.manifest, "assignment": {"rule": "queue", "role": "x"}}))
+    assert yaml_of(d.texts(before))["assignment"] == expected
+
+
+def yaml_of(texts: Texts) -> dict:
+    return yaml.safe_load(texts.type_yaml)
+
+
+def test_no_rule_clears_the_assignment_and_the_rule_is_told_in_words():
+    d = with_text_fields()
+    builder.set_assignment(d, "queue", "dsl")
+    builder.set_assignment(d, "", "", "")
+    assert "assignment" not in d.manifest
+    builder.set_assignment(d, "round_robin", "dsl")
+    builder.clear_assignment(d)
+    assert "assignment" not in d.manifest
+    roles = {"dsl": "Safeguarding lead"}
+    titles = {"officer": "Officer"}
+    assert "assigns it by hand" in builder.assignment_text(None, "Concern", roles, titles)
+    assert "the role Safeguarding lead (dsl) in turn" in builder.assignment_text(
+        {"rule": "round_robin", "role": "dsl"}, "Concern", roles, titles
+    )
+    assert "with the fewest open Concern items" in builder.assignment_text(
+        {"rule": "least_loaded", "role": "dsl"}, "Concern", roles, titles
+    )
+    assert "user name is in the field Officer (officer)" in builder.assignment_text(
+        {"rule": "field", "field": "officer"}, "Concern", roles, titles
+    )
+    assert "waits unassigned in the queue of the role 'gone'" in builder.assignment_text(
+        {"rule": "queue", "role": "gone"}, "Concern", roles, titles
+    )
+
+
+def test_assignable_fields_are_text_fields_outside_rows():
+    assert [f.path for f in builder.assignable_fields(with_text_fields())] == ["address.town", "officer"]
+
+
+@pytest.mark.parametrize(
+    ("rule", "role", "field", "path", "message"),
+    [
+        ("nearest", "dsl", "", "rule", "'nearest' is not an assignment rule"),
+        ("round_robin", "", "", "role", "Pick the role whose users take the items"),
+        ("queue", "Not A Key", "", "role", "'Not A Key' is not a role key"),
+        ("least_loaded", "dsl", "officer", "field", "takes no field"),
+        ("field", "dsl", "officer", "role", "'The user named in a field' takes no role"),
+        ("field", "", "", "field", "Pick the field that holds the user name"),
+        ("field", "", "nowhere", "field", "There is no field 'nowhere'"),
+        ("field", "", "reviews.reviewer", "field", "is a field of each row of reviews"),
+    ],
+)
+def test_assignment_refusals_name_the_form_field_and_change_nothing(rule, role, field, path, message):
+    d = with_text_fields()
+    builder.set_assignment(d, "queue", "dsl")
+    where, text = refused(builder.set_assignment, d, rule, role, field)
+    assert where == path and message in text
+    assert d.manifest["assignment"] == {"rule": "queue", "role": "dsl"}
+
+
+def test_loader_problems_at_the_edited_pointers_refuse_the_edit():
+    from engine.definitions.loader import DefinitionProblem
+
+    problems = [
+        DefinitionProblem("type.yaml", 3, "/assignment/role", "role 'x' does not exist", "Use one of: dsl."),
+        DefinitionProblem("type.yaml", 9, "/migrations/0/set_default/value", "bad default", ""),
+        DefinitionProblem("schema.json", 1, "/assignment", "not ours", ""),
+    ]
+    targets = {"/assignment": "rule", "/assignment/role": "role"}
+    with pytest.raises(ValidationFailed) as exc:
+        builder.refuse_problems(problems, targets)
+    [(path, message, advice)] = [(p.path, p.message, p.advice) for p in exc.value.problems]
+    assert (path, message, advice) == ("role", "Role 'x' does not exist", "Use one of: dsl.")
+    builder.refuse_problems(problems, {"/migrations/1": "default_field", "/assignment/field": "field"})
+
+
+# -- migration steps -------------------------------------------------------------------------------
+
+PUBLISHED = {
+    **SCHEMA,
+    "properties": {
+        **SCHEMA["properties"],
+        "severity": {"enum": ["low", "medium", "urgent", 3], "title": "Severity"},
+        "colour": {"oneOf": [{"const": "r", "title": "Red"}, {"const": "g", "title": "Green"}]},
+    },
+}
+
+
+def published_draft() -> Draft:
+    d = draft()
+    builder.add_field(d, "", "paint", "choice", "Paint")
+    builder.update_field(d, "paint", FieldChange(options="r | Red\nb | Blue"))
+    builder.add_field(d, "", "count", "integer")
+    builder.add_field(d, "", "lent", "boolean")
+    builder.add_field(d, "", "tags", "choices")
+    builder.update_field(d, "tags", FieldChange(options="a\nb\nc"))
+    d.manifest["migrations"] = [{"rename": {"from": "colour", "to": "paint"}}]
+    return d
+
+
+def test_removed_options_follow_renames_and_leave_out_what_is_still_offered():
+    d = published_draft()
+    assert builder.published_name(d, "paint") == "colour"
+    assert builder.removed_options(d, PUBLISHED) == {
+        "severity": [("medium", "medium"), ("urgent", "urgent"), (3, "3")],
+        "paint": [("g", "Green")],
+    }
+    assert builder.removed_options(d, None) == {}
+
+
+def test_defaults_are_typed_by_the_field_and_replace_an_earlier_one():
+    d = published_draft()
+    assert builder.set_default_step(d, "count", " 4 ", published_schema=PUBLISHED) == 1
+    assert builder.set_default_step(d, "lent", "Yes", published_schema=PUBLISHED) == 2
+    assert builder.set_default_step(d, "paint", "blue", published_schema=PUBLISHED) == 3
+    assert builder.set_default_step(d, "tags", "a, C", published_schema=PUBLISHED) == 4
+    assert builder.set_default_step(d, "address.town", "Leeds", published_schema=PUBLISHED) == 5
+    assert builder.set_default_step(d, "count", "7", published_schema=PUBLISHED) == 1
+    assert d.manifest["migrations"][1:] == [
+        {"set_default": {"field": "count", "value": 7}},
+        {"set_default": {"field": "lent", "value": True}},
+        {"set_default": {"field": "paint", "value": "b"}},
+        {"set_default": {"field": "tags", "value": ["a", "c"]}},
+        {"set_default": {"field": "address.town", "value": "Leeds"}},
+    ]
+    assert [f.path for f in builder.migratable_fields(d)] == [
+        "severity",
+        "reported_on",
+        "address.town",
+        "paint",
+        "count",
+        "lent",
+        "tags",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "published", "path", "message"),
+    [
+        ("count", "4", None, "migrations", "No version of this type is published yet"),
+        ("", "4", PUBLISHED, "default_field", "Pick the field to fill"),
+        ("nowhere", "4", PUBLISHED, "default_field", "There is no field 'nowhere'"),
+        ("address", "x", PUBLISHED, "default_field", "'address' is a group of fields"),
+        ("reviews.date", "2026-01-01", PUBLISHED, "default_field", "is a field of each row of reviews"),
+        ("count", "  ", PUBLISHED, "default_value", "The default is empty"),
+        ("count", "4.5", PUBLISHED, "default_value", "'4.5' is not a whole number"),
+        ("lent", "maybe", PUBLISHED, "default_value", "'maybe' is not yes or no"),
+        ("paint", "purple", PUBLISHED, "default_value", "'purple' is not one of the options"),
+    ],
+)
+def test_default_refusals_change_nothing(field, value, published, path, message):
+    d = published_draft()
+    where, text = refused(builder.set_default_step, d, field, value, published_schema=published)
+    assert where == path and message in text
+    assert d.manifest["migrations"] == [{"rename": {"from": "colour", "to": "paint"}}]
+
+
+def test_old_values_are_mapped_to_options_of_the_draft_and_steps_removed():
+    d = published_draft()
+    pairs = [("medium", "low"), ("urgent", "HIGH"), ("3", "")]
+    assert builder.map_values_step(d, "severity", pairs, published_schema=PUBLISHED) == 1
+    assert builder.map_values_step(d, "paint", [("g", "Blue")], published_schema=PUBLISHED) == 2
+    assert builder.map_values_step(d, "severity", [("3", "high")], published_schema=PUBLISHED) == 1
+    assert d.manifest["migrations"][1:] == [
+        {"map_values": {"field": "severity", "map": {3: "high"}}},
+        {"map_values": {"field": "paint", "map": {"g": "b"}}},
+    ]
+    assert builder.remove_step(d, 0) == {"rename": {"from": "colour", "to": "paint"}}
+    builder.remove_step(d, 1)
+    builder.remove_step(d, 0)
+    assert "migrations" not in d.manifest
+
+
+@pytest.mark.parametrize(
+    ("field", "pairs", "published", "path", "message"),
+    [
+        ("severity", [("medium", "low")], None, "migrations", "No version of this type is published yet"),
+        ("count", [("1", "2")], PUBLISHED, "map_field", "'count' is not a one-choice field"),
+        ("tags", [("a", "b")], PUBLISHED, "map_field", "'tags' is not a one-choice field"),
+        ("nowhere", [("a", "b")], PUBLISHED, "map_field", "There is no field 'nowhere'"),
+        ("severity", [("medium", ""), ("urgent", "")], PUBLISHED, "map_field", "No new value was chosen"),
+        ("severity", [("medium", "low"), ("low", "high")], PUBLISHED, "map_to-1", "'low' is not an option removed"),
+        ("severity", [("medium", "purple")], PUBLISHED, "map_to-0", "'purple' is not one of the options"),
+    ],
+)
+def test_map_refusals_change_nothing(field, pairs, published, path, message):
+    d = published_draft()
+    where, text = refused(builder.map_values_step, d, field, pairs, published_schema=published)
+    assert where == path and message in text
+    assert d.manifest["migrations"] == [{"rename": {"from": "colour", "to": "paint"}}]
+
+
+def test_removing_a_step_that_is_not_there_is_refused():
+    d = published_draft()
+    assert refused(builder.remove_step, d, 5) == ("step", "There is no such migration step")
+    assert refused(builder.remove_step, d, -1) == ("step", "There is no such migration step")
+    d.manifest["migrations"] = "rename: x"
+    assert refused(builder.remove_step, d, 0)[0] == "migrations"

@@ -10,10 +10,10 @@ imports; :class:`~engine.type_migrations.TypeMigrator` previews migrations, and 
 background work (:mod:`engine.type_migration_job`) whose page follows it with a progress bar.
 A refused change changes nothing and says why, on the field or the line concerned.
 
-Pages, under ``/admin/types``: the list; ``new``; and per type ``fields``, ``documents``,
-``preview``, ``workflow``, ``tasklists``, ``roles``, ``publish`` (with the history, diffs and
-rollback) and ``migrate``. A type from definition files is shown read-only (``view``) with
-a Copy button.
+Pages, under ``/admin/types``: the list; ``new``; and per type ``fields`` (with the migration
+steps), ``documents``, ``preview``, ``workflow``, ``tasklists``, ``roles``, ``assignment``,
+``publish`` (with the history, diffs and rollback) and ``migrate``. A type from definition
+files is shown read-only (``view``) with a Copy button.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from flask_login import current_user
 from engine import background, permissions, sandbox, type_migration_job
 from engine.definitions import builder, documents
 from engine.definitions.builder import Draft, FieldChange
-from engine.definitions.model import CAPABILITIES, STATE_CATEGORIES, Registry, TrackerType
+from engine.definitions.model import CAPABILITIES, STATE_CATEGORIES, Migration, Registry, TrackerType
 from engine.definitions.store import DOCUMENTS, Loaded, Texts
 from engine.errors import PermissionDenied, Problem, TrackerError, ValidationFailed
 from engine.services.definitions import DefinitionRejected, DefinitionService, bundle
@@ -66,6 +66,7 @@ TABS = (
     ("workflow", "Workflow"),
     ("tasklists", "Task lists"),
     ("roles", "Roles"),
+    ("assignment", "Assignment"),
     ("publish", "Publish & history"),
     ("migrate", "Migrate items"),
 )
@@ -244,8 +245,8 @@ def _editor(key: str) -> Editor:
             f"'{key}' is defined in definition files, so it cannot be changed here.",
             "Copy it to a new type kept in the database, or change its files and run 'tracker check'.",
         )
-    texts = service.texts_of(key)
     draft = service._draft_row(key)
+    texts = _draft_texts(service, key, draft is not None)
     newest = service._newest_published(key)
     loaded = service.check(key, texts)
     return Editor(service, key, texts, loaded, draft.version if draft else None, newest.version if newest else None)
@@ -263,14 +264,28 @@ def _page(template: str, editor: Editor, tab: str, status: int = 200, **context:
     ), status
 
 
-def _save(editor: Editor, change) -> Loaded:
-    """Apply a builder ``change(draft)`` to the draft and save it; ValidationFailed when refused."""
+def _draft_texts(service: DefinitionService, key: str, has_draft: bool) -> Texts:
+    """The draft's documents; without a draft, those the first change starts one from (the
+    published version less its ``migrations:``, which bring items of the version before it)."""
+    texts = service.texts_of(key)
+    return texts if has_draft else documents.without_migrations(texts)
+
+
+def _save(editor: Editor, change, *, check_at=None) -> Loaded:
+    """Apply a builder ``change(draft)`` to the draft and save it; ValidationFailed when
+    refused, with nothing saved (a draft is only started once the change is accepted).
+
+    ``check_at(result of change)`` gives ``{JSON pointer: form field}``: the changed draft is
+    then checked as ``tracker check`` does, and refused over any problem in type.yaml at those
+    pointers, shown on that form field; problems elsewhere stay the draft's, as on every tab."""
     service = editor.service
-    service.draft(editor.key)  # starts one from the published version when there is none
-    before = service.texts_of(editor.key)
+    before = _draft_texts(service, editor.key, service.has_draft(editor.key))
     draft = Draft.parse(before)
-    change(draft)
-    return service.save_draft(editor.key, draft.texts(before))
+    result = change(draft)
+    texts = draft.texts(before)
+    if check_at is not None:
+        builder.refuse_problems(service.check(editor.key, texts).problems, check_at(result))
+    return service.save_draft(editor.key, texts)
 
 
 def _after_save(editor: Editor, loaded: Loaded, what: str, endpoint: str, **args):
@@ -304,7 +319,12 @@ def fields(key: str):
         return _after_save(
             editor,
             done,
-            _FIELD_DONE[action].format(path=path, name=form.get("name", "")),
+            _FIELD_DONE[action].format(
+                path=path,
+                name=form.get("name", ""),
+                default_field=form.get("default_field", ""),
+                map_field=form.get("map_field", ""),
+            ),
             "type_admin.fields",
             **({"edit": stay} if stay else {}),
         )
@@ -317,6 +337,9 @@ _FIELD_DONE = {
     "up": "Moved {path} up",
     "down": "Moved {path} down",
     "remove": "Removed the field {path}",
+    "set_default": "Declared the default of {default_field} for existing items",
+    "map_values": "Declared the new values of {map_field} for existing items",
+    "remove_step": "Removed the migration step",
 }
 
 
@@ -336,6 +359,8 @@ def _field_action(editor: Editor, action: str, path: str, form) -> tuple[Loaded,
         return _save(editor, lambda d: builder.move_field(d, path, action)), None
     if action == "remove":
         return _save(editor, lambda d: builder.remove_field(d, path)), None
+    if action in ("set_default", "map_values", "remove_step"):
+        return _step_action(editor, action, form), None
     if action == "update":
         published = editor.service._newest_published(editor.key)
         published_schema = json.loads(published.schema_json) if published is not None else None
@@ -369,6 +394,48 @@ def _field_action(editor: Editor, action: str, path: str, form) -> tuple[Loaded,
     raise ValidationFailed([Problem("action", f"'{action}' is not something this page does", "Use its buttons.")])
 
 
+def _published_schema(editor: Editor) -> dict | None:
+    published = editor.service._newest_published(editor.key)
+    return json.loads(published.schema_json) if published is not None else None
+
+
+def _step_action(editor: Editor, action: str, form) -> Loaded:
+    """Declare or remove a migration step; a declared step is checked as ``tracker check``
+    checks ``migrations:`` (a default or new value the field would not accept is refused)."""
+    published = _published_schema(editor)
+    if action == "remove_step":
+        index = _index(form.get("step", ""))
+        return _save(editor, lambda d: builder.remove_step(d, -1 if index is None else index))
+    if action == "set_default":
+        return _save(
+            editor,
+            lambda d: builder.set_default_step(
+                d, form.get("default_field", ""), form.get("default_value", ""), published_schema=published
+            ),
+            check_at=lambda i: {
+                f"/migrations/{i}": "default_field",
+                f"/migrations/{i}/set_default/value": "default_value",
+            },
+        )
+    pairs = list(zip(form.getlist("old"), form.getlist("new"), strict=False))
+    return _save(
+        editor,
+        lambda d: builder.map_values_step(d, form.get("map_field", ""), pairs, published_schema=published),
+        check_at=lambda i: {
+            f"/migrations/{i}": "map_field",
+            **{f"/migrations/{i}/map_values/map/{old.strip()}": f"map_to-{j}" for j, (old, _new) in enumerate(pairs)},
+        },
+    )
+
+
+def _step_text(step: Any) -> str:
+    try:
+        [(kind, value)] = step.items()
+        return describe(Migration(kind, value))
+    except (AttributeError, KeyError, TypeError, ValueError):  # typed by hand, malformed: the check says how
+        return json.dumps(step, ensure_ascii=False, default=str)
+
+
 def _fields_page(editor: Editor, editing: str | None, errors: dict, form, status: int = 200):
     try:
         draft = Draft.parse(editor.texts)
@@ -379,8 +446,12 @@ def _fields_page(editor: Editor, editing: str | None, errors: dict, form, status
     containers = [("", "Top level")] + [(f.path, f.title or f.path) for f in infos if f.is_container]
     sections = [s.get("section") for s in draft.manifest.get("layout") or () if s.get("section")]
     siblings = [f for f in infos if current and f.parent == current.parent and f.path != current.path]
-    published = editor.service._newest_published(editor.key)
-    in_published = bool(current and published and builder._has(json.loads(published.schema_json), current.path))
+    published_schema = _published_schema(editor)
+    in_published = bool(current and published_schema and builder._has(published_schema, current.path))
+    steps = draft.manifest.get("migrations")
+    steps = steps if isinstance(steps, list) else []
+    removed = builder.removed_options(draft, published_schema)
+    by_path = {f.path: f for f in infos}
     return _page(
         "fields.html",
         editor,
@@ -396,8 +467,27 @@ def _fields_page(editor: Editor, editing: str | None, errors: dict, form, status
         errors=errors,
         form=form,
         in_published=in_published,
-        migrations=draft.manifest.get("migrations") or [],
+        published=editor.published,
+        steps=[(i, _step_text(s)) for i, s in enumerate(steps)],
+        default_fields=builder.migratable_fields(draft) if published_schema else [],
+        mappable=[
+            {
+                "field": by_path[path],
+                "gone": gone,
+                "mapped": _mapped_now(steps, path),
+            }
+            for path, gone in removed.items()
+        ],
     )
+
+
+def _mapped_now(steps: list, path: str) -> dict[str, str]:
+    """The map the draft declares for ``path``, old value to new, as text."""
+    for step in steps:
+        value = step.get("map_values") if isinstance(step, dict) else None
+        if isinstance(value, dict) and value.get("field") == path and isinstance(value.get("map"), dict):
+            return {str(old): str(new) for old, new in value["map"].items()}
+    return {}
 
 
 # -- documents: the raw JSON Schema and YAML, with live checking --------------------------------------
@@ -842,6 +932,102 @@ def _roles_page(editor: Editor, errors: dict, status: int):
         capabilities=CAPABILITIES,
         errors=errors,
     )
+
+
+# -- assignment ----------------------------------------------------------------------------------------
+
+#: where ``tracker check`` reports a problem of ``assignment:``, and the form field it belongs to
+_ASSIGNMENT_FIELDS = {
+    "/assignment": "rule",
+    "/assignment/rule": "rule",
+    "/assignment/role": "role",
+    "/assignment/field": "field",
+}
+
+
+@bp.route("/<key>/assignment", methods=["GET", "POST"])
+def assignment(key: str):
+    """Who a new item goes to when its creator names nobody (``assignment:`` of type.yaml)."""
+    editor = _editor(key)
+    errors: dict[str, list[str]] = {}
+    status = 200
+    form = request.form if request.method == "POST" else None
+    if form is not None:
+        rule = form.get("rule", "")
+        try:
+            loaded = _save(
+                editor,
+                lambda d: builder.set_assignment(d, rule, form.get("role", ""), form.get("field", "")),
+                check_at=lambda _: _ASSIGNMENT_FIELDS,
+            )
+        except ValidationFailed as exc:
+            db_session().rollback()
+            for p in exc.problems:
+                errors.setdefault(p.path, []).append(_text(p))
+            status = exc.status
+        else:
+            what = "Saved the assignment rule" if rule else "Removed the assignment rule: items are assigned by hand"
+            return _after_save(editor, loaded, what, "type_admin.assignment")
+    return _assignment_page(editor, errors, form, status)
+
+
+def _assignment_page(editor: Editor, errors: dict, form, status: int):
+    try:
+        draft = Draft.parse(editor.texts)
+    except ValidationFailed as exc:
+        return _page("assignment.html", editor, "assignment", status, unparsed=exc.problems)
+    rule = draft.manifest.get("assignment")
+    rule = rule if isinstance(rule, dict) else None
+    overrides = draft.manifest.get("permissions") or {}
+    roles = [
+        {"key": r.key, "name": r.name, "sees": _sees(r.capabilities, overrides.get(r.key))}
+        for r in editor.service.registry.roles.values()
+    ]
+    own = [r for r in (draft.roles or {}).get("roles") or () if isinstance(r, dict) and r.get("key")]
+    own_keys = {r["key"] for r in own}
+    roles = [r for r in roles if r["key"] not in own_keys] + [
+        {
+            "key": r["key"],
+            "name": r.get("name") or r["key"],
+            "sees": _sees(r.get("capabilities"), overrides.get(r["key"])),
+        }
+        for r in own
+    ]
+    roles.sort(key=lambda r: r["name"].lower())
+    candidates = builder.assignable_fields(draft)
+    chosen = {
+        "rule": form.get("rule", "") if form is not None else (rule or {}).get("rule", ""),
+        "role": form.get("role", "") if form is not None else (rule or {}).get("role", ""),
+        "field": form.get("field", "") if form is not None else (rule or {}).get("field", ""),
+    }
+    checked = chosen["rule"] if chosen["rule"] in builder.ASSIGNMENT_RULES else ""
+    return _page(
+        "assignment.html",
+        editor,
+        "assignment",
+        status,
+        unparsed=[],
+        now=builder.assignment_text(
+            rule,
+            editor.name,
+            {r["key"]: r["name"] for r in roles},
+            {f.path: f.title for f in builder.fields(draft)},
+        ),
+        rules=builder.ASSIGNMENT_RULES,
+        roles=roles,
+        candidates=candidates,
+        chosen=chosen,
+        assignee_required=bool(draft.manifest.get("assignee_required")),
+        errors=errors,
+        targets={"rule": f"rule-{checked or 'none'}", "role": "assign-role", "field": "assign-field"},
+    )
+
+
+def _sees(capabilities, override) -> bool:
+    """Whether a role's users may view the type's items, as the loader decides it."""
+    own = set(capabilities or ())
+    caps = set(override) if override is not None else own
+    return bool({"*", "items.view"} & caps) or "*" in own
 
 
 # -- publish, history, rollback ------------------------------------------------------------------------

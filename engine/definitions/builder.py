@@ -919,3 +919,312 @@ def put_role(draft: Draft, key: str, name: str, capabilities: list[str], scope: 
 def remove_role(draft: Draft, key: str) -> None:
     roles = [r for r in (draft.roles or {}).get("roles") or () if r.get("key") != key]
     draft.roles = {"roles": roles} if roles else None
+
+
+# -- checking an edit as `tracker check` does ------------------------------------------------------
+
+
+def refuse_problems(problems: list, targets: dict[str, str]) -> None:
+    """Refuse an edit when checking the edited draft (the loader's problems, as ``tracker
+    check`` reports them) found something in type.yaml at one of ``targets``: JSON pointers,
+    each with the form field its problems are shown on (the longest pointer that fits wins).
+    Problems elsewhere belong to the rest of the draft and are left to its problem list."""
+    found = []
+    for p in problems:
+        if p.file != "type.yaml":
+            continue
+        fits = [ptr for ptr in targets if p.pointer == ptr or p.pointer.startswith(ptr + "/")]
+        if fits:
+            message = p.message[:1].upper() + p.message[1:]
+            found.append(Problem(targets[max(fits, key=len)], message, p.advice))
+    if found:
+        raise ValidationFailed(found, "Nothing was changed.")
+
+
+# -- assignment ---------------------------------------------------------------------------------------
+
+#: the choices of the assignment form, in words; "" is no rule (items are assigned by hand)
+ASSIGNMENT_RULES = {
+    "": "Nobody: people assign items by hand",
+    "round_robin": "Round robin among the users of a role",
+    "least_loaded": "The user of a role with the fewest open items",
+    "field": "The user named in a field of the item",
+    "queue": "A role's queue, where its users claim items",
+}
+_ROLE_RULES = ("round_robin", "least_loaded", "queue")
+
+
+def set_assignment(draft: Draft, rule: str, role: str = "", field_path: str = "") -> None:
+    """``assignment:`` of type.yaml: who a new item goes to when its creator names nobody.
+    ``rule`` "" removes the rule. The role and field are checked against the registry and the
+    schema by the loader (``tracker check``); here what the form itself can get wrong."""
+    rule, role, field_path = (rule or "").strip(), (role or "").strip(), (field_path or "").strip()
+    if rule == "":
+        clear_assignment(draft)
+        return
+    if rule not in ASSIGNMENT_RULES:
+        raise refuse("rule", f"'{rule}' is not an assignment rule", "Pick one of the choices.")
+    if rule in _ROLE_RULES:
+        if field_path:
+            raise refuse(
+                "field",
+                f"'{ASSIGNMENT_RULES[rule]}' takes no field",
+                "Set Field to 'No field', or choose 'The user named in a field'.",
+            )
+        if not role:
+            raise refuse("role", "Pick the role whose users take the items", "Choose a role from the list.")
+        if not KEY_PATTERN.match(role):
+            raise refuse("role", f"'{role}' is not a role key", "Choose a role from the list.")
+        draft.manifest["assignment"] = {"rule": rule, "role": role}
+        return
+    if role:
+        raise refuse(
+            "role",
+            "'The user named in a field' takes no role: the field names the user",
+            "Set Role to 'No role', or choose a rule that gives items to a role.",
+        )
+    if not field_path:
+        raise refuse("field", "Pick the field that holds the user name", "Choose a text field from the list.")
+    try:
+        _property(draft.schema, field_path)
+    except ValidationFailed:
+        raise refuse("field", f"There is no field '{field_path}'", "Choose a text field from the list.") from None
+    row_group = _rows_holding(draft.schema, field_path)
+    if row_group:
+        raise refuse(
+            "field",
+            f"'{field_path}' is a field of each row of {row_group}, so it cannot name one user for the item",
+            "Choose a field outside repeating groups.",
+        )
+    draft.manifest["assignment"] = {"rule": "field", "field": field_path}
+
+
+def clear_assignment(draft: Draft) -> None:
+    """No assignment rule: new items stay unassigned unless their creator names someone."""
+    draft.manifest.pop("assignment", None)
+
+
+def _rows_holding(schema: dict, path: str) -> str:
+    """The repeating group whose rows hold ``path`` (the outermost), or "" when none does."""
+    parts = path.split(".")
+    for i in range(1, len(parts)):
+        try:
+            _holder, _name, node = _property(schema, ".".join(parts[:i]))
+        except ValidationFailed:
+            return ""
+        if kind_of(node) == "repeating":
+            return ".".join(parts[:i])
+    return ""
+
+
+def assignable_fields(draft: Draft) -> list[FieldInfo]:
+    """The fields a ``field`` rule may name: text fields outside repeating groups."""
+    return [
+        f for f in fields(draft) if f.kind in ("text", "textarea", "email") and not _rows_holding(draft.schema, f.path)
+    ]
+
+
+def assignment_text(rule: dict | None, type_name: str, roles: dict[str, str], titles: dict[str, str]) -> str:
+    """The assignment rule in plain words; ``roles`` and ``titles`` give the names of roles
+    and fields by key."""
+    if not isinstance(rule, dict) or not rule.get("rule"):
+        return (
+            f"Nobody: a new {type_name} item is unassigned until someone assigns it by hand "
+            "(or its creator picks an assignee)."
+        )
+    role = rule.get("role") or ""
+    who = f"{roles[role]} ({role})" if role in roles else f"'{role}'"
+    field_path = rule.get("field") or ""
+    named = f"{titles[field_path]} ({field_path})" if titles.get(field_path) else f"'{field_path}'"
+    tail = " When its creator picks an assignee, that person gets it instead."
+    if rule["rule"] == "round_robin":
+        return f"A new {type_name} item goes to the active users of the role {who} in turn.{tail}"
+    if rule["rule"] == "least_loaded":
+        return (
+            f"A new {type_name} item goes to the active user of the role {who} "
+            f"with the fewest open {type_name} items.{tail}"
+        )
+    if rule["rule"] == "field":
+        return f"A new {type_name} item goes to the user whose user name is in the field {named}.{tail}"
+    if rule["rule"] == "queue":
+        return (
+            f"A new {type_name} item waits unassigned in the queue of the role {who}; "
+            f"one of its users claims it from their Queue page.{tail}"
+        )
+    return f"The rule '{rule['rule']}' is not one the tracker knows; fix it under Documents."
+
+
+# -- migration steps -----------------------------------------------------------------------------------
+
+
+def _unpublished() -> ValidationFailed:
+    return refuse(
+        "migrations",
+        "No version of this type is published yet, so there are no items to migrate",
+        "Publish a first version; migration steps belong to the versions after it.",
+    )
+
+
+def _steps(draft: Draft) -> list:
+    steps = draft.manifest.get("migrations") or []
+    if not isinstance(steps, list):
+        raise refuse("migrations", "'migrations:' in type.yaml is not a list", _FIX_TEXT)
+    return steps
+
+
+def _step_for(steps: list, kind: str, path: str) -> int | None:
+    return next(
+        (i for i, s in enumerate(steps) if isinstance(s, dict) and (s.get(kind) or {}).get("field") == path), None
+    )
+
+
+def _put_step(draft: Draft, kind: str, value: dict) -> int:
+    """Declare ``{kind: value}``, in place of the field's earlier step of that kind; its index."""
+    steps = _steps(draft)
+    index = _step_for(steps, kind, value["field"])
+    if index is None:
+        steps.append({kind: value})
+        index = len(steps) - 1
+    else:
+        steps[index] = {kind: value}
+    draft.manifest["migrations"] = steps
+    return index
+
+
+def _migrated_field(draft: Draft, path: str, what: str) -> dict:
+    try:
+        _holder, _name, node = _property(draft.schema, path)
+    except ValidationFailed:
+        raise refuse(what, f"There is no field '{path}'", "Pick a field from the list.") from None
+    if kind_of(node) in ("group", "repeating"):
+        raise refuse(what, f"'{path}' is a group of fields", "Pick one of the fields in it.")
+    row_group = _rows_holding(draft.schema, path)
+    if row_group:
+        raise refuse(
+            what,
+            f"'{path}' is a field of each row of {row_group}, which migration steps do not reach",
+            "Pick a field outside repeating groups.",
+        )
+    return node
+
+
+def migratable_fields(draft: Draft) -> list[FieldInfo]:
+    """The fields a ``set_default`` step may fill: every field outside repeating groups."""
+    return [f for f in fields(draft) if not f.is_container and not _rows_holding(draft.schema, f.path)]
+
+
+def set_default_step(draft: Draft, path: str, raw: str, *, published_schema: dict | None) -> int:
+    """Declare that items of the published version whose ``path`` is empty get ``raw`` (typed
+    by the field: yes/no, a number, an option, options separated by commas); it replaces an
+    earlier default for the field. Returns the step's index in ``migrations:``."""
+    if published_schema is None:
+        raise _unpublished()
+    path = (path or "").strip()
+    if not path:
+        raise refuse("default_field", "Pick the field to fill", "Choose a field from the list.")
+    node = _migrated_field(draft, path, "default_field")
+    return _put_step(draft, "set_default", {"field": path, "value": _default_value(node, raw)})
+
+
+def _default_value(node: dict, raw: str) -> Any:
+    kind = kind_of(node)
+    raw = (raw or "").strip()
+    if not raw:
+        raise refuse("default_value", "The default is empty", "Write the value that existing items get.")
+    if kind == "boolean":
+        if raw.lower() not in ("true", "false", "yes", "no"):
+            raise refuse("default_value", f"'{raw}' is not yes or no", "Write yes or no.")
+        return raw.lower() in ("true", "yes")
+    if kind in ("integer", "number"):
+        return _number(raw, "default_value", whole=kind == "integer")
+    if kind == "choice":
+        return _option(_options(node), raw, "default_value")
+    if kind == "choices":
+        items = node.get("items") if isinstance(node.get("items"), dict) else {}
+        return [_option(_options(items), part.strip(), "default_value") for part in raw.split(",") if part.strip()]
+    return raw
+
+
+def _option(options: list[tuple[Any, str]], raw: str, what: str) -> Any:
+    for value, label in options:
+        if raw.casefold() in (str(value).casefold(), label.casefold()):
+            return value
+    raise refuse(what, f"'{raw}' is not one of the options", f"Use one of: {', '.join(str(v) for v, _ in options)}.")
+
+
+def published_name(draft: Draft, path: str) -> str:
+    """The name ``path`` had in the published version: a rename step of the draft leads back to it."""
+    steps = draft.manifest.get("migrations")
+    for step in steps if isinstance(steps, list) else ():
+        rename = step.get("rename") if isinstance(step, dict) else None
+        if isinstance(rename, dict) and rename.get("to") == path and rename.get("from"):
+            return rename["from"]
+    return path
+
+
+def removed_options(draft: Draft, published_schema: dict | None) -> dict[str, list[tuple[Any, str]]]:
+    """``{field: [(value, label)]}``: for each one-choice field, the options of its published
+    version that the draft no longer offers (what items of that version may still hold)."""
+    if published_schema is None:
+        return {}
+    out = {}
+    for info in fields(draft):
+        if info.kind != "choice" or _rows_holding(draft.schema, info.path):
+            continue
+        try:
+            _holder, _name, old = _property(published_schema, published_name(draft, info.path))
+        except ValidationFailed:
+            continue
+        now = {str(v) for v, _ in info.options}
+        gone = [(v, label) for v, label in _options(old) if str(v) not in now] if kind_of(old) == "choice" else []
+        if gone:
+            out[info.path] = gone
+    return out
+
+
+def map_values_step(draft: Draft, path: str, pairs: list[tuple[str, str]], *, published_schema: dict | None) -> int:
+    """Declare that items of the published version holding an old option of the one-choice
+    field ``path`` get a new one: ``pairs`` are (old, new) as the form sends them, an empty
+    new value leaving that old one as it is. It replaces an earlier map for the field.
+    Returns the step's index in ``migrations:``."""
+    if published_schema is None:
+        raise _unpublished()
+    path = (path or "").strip()
+    node = _migrated_field(draft, path, "map_field")
+    if kind_of(node) != "choice":
+        raise refuse(
+            "map_field",
+            f"'{path}' is not a one-choice field",
+            "Values are mapped for fields of the kind 'One choice'.",
+        )
+    gone = removed_options(draft, published_schema).get(path, [])
+    mapping: dict[Any, Any] = {}
+    for i, (old, new) in enumerate(pairs):
+        old, new = (old or "").strip(), (new or "").strip()
+        if not new:
+            continue
+        was = next((v for v, _ in gone if str(v) == old), None)
+        if was is None:
+            raise refuse(
+                f"map_to-{i}",
+                f"'{old}' is not an option removed from {path} since the published version",
+                "Map only the options listed: items of the published version may hold those.",
+            )
+        mapping[was] = _option(_options(node), new, f"map_to-{i}")
+    if not mapping:
+        raise refuse(
+            "map_field",
+            f"No new value was chosen for the old options of {path}",
+            "Choose the new option for at least one old option.",
+        )
+    return _put_step(draft, "map_values", {"field": path, "map": mapping})
+
+
+def remove_step(draft: Draft, index: int) -> dict:
+    """Remove the step at ``index`` of ``migrations:``; returns it."""
+    steps = _steps(draft)
+    if not 0 <= index < len(steps):
+        raise refuse("step", "There is no such migration step", "Pick one from the list on this page.")
+    removed = steps.pop(index)
+    _set_or_drop(draft.manifest, "migrations", steps)
+    return removed

@@ -4,7 +4,9 @@
  *   and listed under its document, as `tracker check` reports it;
  * - the gutter's line numbers follow the text and its scrolling;
  * - the live count of a task list being edited: its form is sent to .../tasklists/count and
- *   the count (or what is wrong with the filter) is shown beside it. */
+ *   the count (or what is wrong with the filter) is shown beside it;
+ * - on the assignment form, the role and field pickers a rule does not use are switched off
+ *   (and so not sent), so choosing another rule cannot leave a contradiction behind. */
 (function () {
   "use strict";
 
@@ -127,7 +129,24 @@
     form.addEventListener("change", later);
   }
 
+  /* -- assignment -------------------------------------------------------------------------- */
+
+  function setUpAssignment(form) {
+    var role = form.querySelector("select[name=role]");
+    var field = form.querySelector("select[name=field]");
+    function follow() {
+      var checked = form.querySelector("input[name=rule]:checked");
+      var rule = checked ? checked.value : "";
+      role.disabled = rule === "" || rule === "field";
+      field.disabled = rule !== "field";
+    }
+    form.addEventListener("change", follow);
+    follow();
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    var assignment = document.getElementById("assignment-form");
+    if (assignment) { setUpAssignment(assignment); }
     var docs = document.getElementById("documents-form");
     if (docs) { setUpDocuments(docs); }
     Array.prototype.forEach.call(document.querySelectorAll("form.tasklist-form"), setUpTaskList);
