@@ -15,8 +15,10 @@ An import has three steps, each usable on its own by the web page, the CLI and j
    saved one by one through :meth:`ItemService.create`.
 
 Columns: a header is a field name (``given_name``; dotted for nested fields,
-``employer.name``) or a field's title (``Given name``). For a type about a learner (or
-employer), ``subject_uln`` / ``learner_uln`` (any identity field of the subject type) or
+``employer.name``) or a field's title (``Given name``). A list field is one column holding
+JSON, or numbered columns counted from 1, one per field of each entry
+(``learning_deliveries.1.aim_type``; see :mod:`engine.services.import_lists`). For a type
+about a learner (or employer), ``subject_uln`` / ``learner_uln`` (any identity field of the subject type) or
 ``subject_id`` / ``learner_id`` / ``learner_ref`` (its number in Tracker) says which learner
 each row is about. ``assignee`` and ``description`` fill those item attributes unless the type
 has fields of that name. Any other column is refused by name.
@@ -41,6 +43,7 @@ from engine.errors import PermissionDenied, Problem, TrackerError, ValidationFai
 from engine.models import Item
 from engine.services.import_bulk import item_values
 from engine.services.import_files import FileRefused, Table, read_table
+from engine.services.import_lists import Found, NumberedList, Place, arrange, is_list, list_advice, read_header
 from engine.services.items import DuplicateItem, ItemService, _identity_key
 from engine.validation import choices, humanize_label, schema_at
 
@@ -57,14 +60,22 @@ Progress = Callable[[int, int], None]
 @dataclass(frozen=True)
 class Column:
     """What one column of the file fills: ``kind`` is ``field`` (``target`` is the dotted
-    field name), ``subject`` (``target`` is ``id`` or an identity field of the subject type),
-    ``assignee`` or ``description``."""
+    field name), ``entry`` (a field of a numbered entry of a list: ``target`` is dotted with
+    the entry numbers, ``learning_deliveries.2.aim_type``, and ``place`` holds its parts),
+    ``subject`` (``target`` is ``id`` or an identity field of the subject type), ``assignee``
+    or ``description``."""
 
     index: int
     header: str
     kind: str
     target: str = ""
     schema: dict = field(default_factory=dict, hash=False, compare=False)
+    place: tuple = ()
+
+    @property
+    def field_name(self) -> str:
+        """The dotted field name without entry numbers (``learning_deliveries.aim_type``)."""
+        return ".".join(p for p in self.place if isinstance(p, str)) if self.place else self.target
 
 
 @dataclass(frozen=True)
@@ -98,6 +109,8 @@ class ImportPlan:
     tracker_type: TrackerType
     table: Table
     columns: list[Column]
+    #: the lists numbered columns fill, arranged once from the header (see :func:`arrange`)
+    lists: list[NumberedList] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -111,6 +124,10 @@ class ImportPlan:
         if not path.startswith("/"):
             named = [c for c in self.columns if c.kind == path]
             return named[0].header if named else path
+        if self.lists:
+            numbered = self._numbered_column(path)
+            if numbered:
+                return numbered
         dotted = ".".join(p for p in path.strip("/").split("/") if not p.isdigit())
         best = ""
         best_header = ""
@@ -119,6 +136,26 @@ class ImportPlan:
             if covers and len(c.target) > len(best):
                 best, best_header = c.target, c.header
         return best_header or dotted
+
+    def _numbered_column(self, path: str) -> str:
+        """For a path into a list filled by numbered columns: the column at that place (an
+        index in the path is the entry number less one), the column holding it as JSON, the
+        first column of the entry or list it names, or the name of the column to add."""
+        numbered = ".".join(str(int(p) + 1) if p.isdigit() else p for p in path.strip("/").split("/"))
+        if not any(numbered == t or numbered.startswith(t + ".") for t in (lst.target for lst in self.lists)):
+            return ""
+        best = None
+        for c in self.columns:
+            if c.kind not in ("entry", "field"):
+                continue
+            if c.target == numbered:
+                return c.header
+            if numbered.startswith(c.target + ".") and (best is None or len(c.target) > len(best.target)):
+                best = c
+        if best is not None:
+            return best.header
+        inside = next((c for c in self.columns if c.kind == "entry" and c.target.startswith(numbered + ".")), None)
+        return inside.header if inside else numbered
 
 
 @dataclass
@@ -169,6 +206,8 @@ class _Row:
     assignee: str | None = None
     description: str = ""
     problems: list[RowProblem] = field(default_factory=list)
+    #: paths whose validation problems a problem of the row's lists already explains
+    explained: frozenset[str] = frozenset()
     #: the validated item's columns (see :func:`engine.services.import_bulk.item_values`)
     values: dict | None = None
     #: its save needs more than a plain create: an assignee to tell, a title that needs the new id
@@ -230,12 +269,15 @@ class ImportService:
         NotFound, or FileRefused saying what is wrong with the file."""
         tracker_type = self.require_import(type_key)
         table = read_table(filename, content, encoding=encoding, max_rows=self.max_rows, formats=self.formats)
-        return ImportPlan(tracker_type, table, self.map_columns(tracker_type, table.headers))
+        columns = self.map_columns(tracker_type, table.headers)
+        lists, _problems = arrange(columns, tracker_type.schema)
+        return ImportPlan(tracker_type, table, columns, lists)
 
     def map_columns(self, tracker_type: TrackerType, headers: list[str]) -> list[Column]:
         """Each named header as a :class:`Column`. Raises FileRefused for columns that are
         not fields, for a missing or doubled learner column and for a missing required
-        field; PermissionDenied for a field the actor may not see."""
+        field, and for numbered columns that cannot be used (a number left out, a list
+        given twice, a name no entry has); PermissionDenied for a field the actor may not see."""
         schema = tracker_type.schema
         titles = {
             (prop.get("title") or "").casefold(): name
@@ -245,13 +287,20 @@ class ImportService:
         subject_columns = self._subject_columns(tracker_type)
         columns: list[Column] = []
         unknown: list[str] = []
+        problems: list[Problem] = []
         for index, header in enumerate(headers):
             if not header:
                 continue
             name = header.strip()
             target = name if _field_schema(schema, name) is not None else titles.get(name.casefold())
+            place = read_header(schema, name, tracker_type.name) if target is None and "." in name else None
             if target is not None:
                 columns.append(Column(index, header, "field", target, _field_schema(schema, target) or {}))
+            elif isinstance(place, Place):
+                kind = "entry" if place.numbered else "field"
+                columns.append(Column(index, header, kind, place.target, place.schema, place.parts))
+            elif isinstance(place, Problem):
+                problems.append(place)
             elif name.casefold() in ATTRIBUTE_COLUMNS:
                 columns.append(Column(index, header, name.casefold()))
             elif name.casefold() in subject_columns:
@@ -259,17 +308,18 @@ class ImportService:
                 columns.append(Column(index, header, "subject", target, sub))
             else:
                 unknown.append(header)
-        problems = [
+        problems += [
             Problem(
                 header, f"'{header}' is not a field of {tracker_type.name}", "Rename it to a field name, or delete it."
             )
             for header in unknown
         ]
+        problems += arrange(columns, schema)[1]
         problems += self._missing_columns(tracker_type, columns)
         if problems:
             raise FileRefused(problems, self._fields_message(tracker_type, subject_columns) if unknown else "")
         hidden = self.items.hidden_fields(tracker_type)
-        refused = [c.header for c in columns if c.kind == "field" and _under(c.target, hidden)]
+        refused = [c.header for c in columns if c.kind in ("field", "entry") and _under(c.field_name, hidden)]
         if refused:
             raise PermissionDenied(
                 f"{self.actor.username} may not import {', '.join(refused)}: finance fields need 'finance.view'.",
@@ -336,15 +386,18 @@ class ImportService:
                 problems.append(
                     Problem("", f"A {kind} is found by all of its identity fields", f"Add the column(s) {missing}.")
                 )
-        filled = {c.target.split(".")[0] for c in columns if c.kind == "field"}
+        filled = {c.target.split(".")[0] for c in columns if c.kind in ("field", "entry")}
         for name in tracker_type.schema.get("required") or ():
             if name not in filled:
                 label = _title(tracker_type, name)
+                listed = is_list(tracker_type.schema, name)
                 problems.append(
                     Problem(
                         name,
                         f"The file has no column for {label} ({name}), which every {tracker_type.name} needs",
-                        f"Add a column named {name} with a value on every row.",
+                        list_advice(tracker_type.schema, name)
+                        if listed
+                        else f"Add a column named {name} with a value on every row.",
                     )
                 )
         return problems
@@ -473,10 +526,11 @@ class ImportService:
         """Each row of the chunk validated as a new item would be (without the duplicate
         check, which :meth:`_find_duplicates` does for the whole chunk at once)."""
         rows = [self._row(plan, line, cells) for line, cells in chunk]
+        before = [len(row.problems) for row in rows]
         self._resolve_subjects(plan, rows)
         tracker_type = plan.tracker_type
-        for row in rows:
-            subject_refused = bool(row.problems)
+        for row, problems_before in zip(rows, before, strict=True):
+            subject_refused = len(row.problems) > problems_before
             try:
                 item, user = self.items._new_item(
                     tracker_type.key,
@@ -488,7 +542,11 @@ class ImportService:
                     check_identity=False,
                 )
             except ValidationFailed as exc:
-                found = [p for p in exc.problems if not (subject_refused and p.path == "subject")]
+                found = [
+                    p
+                    for p in exc.problems
+                    if not (subject_refused and p.path == "subject") and p.path not in row.explained
+                ]
                 row.problems += self._problems(plan, row.line, found)
                 continue
             row.values = item_values(item)
@@ -508,7 +566,19 @@ class ImportService:
                 row.assignee = _text(raw)
             elif column.kind == "description":
                 row.description = _text(raw) or ""
+        if plan.lists:
+            self._fill_lists(plan, row)
         return row
+
+    def _fill_lists(self, plan: ImportPlan, row: _Row) -> None:
+        found: list[Found] = []
+        for numbered in plan.lists:
+            value = numbered.build(row.cells, "/" + numbered.name.replace(".", "/"), coerce, found)
+            if value is not None:
+                _put(row.data, numbered.name, value)
+        if found:
+            row.problems += [RowProblem(row.line, f.column, f.message, f.advice) for f in found]
+            row.explained = frozenset(f.path for f in found)
 
     def _resolve_subjects(self, plan: ImportPlan, rows: list[_Row]) -> None:
         """Find each row's learner (or employer) with one query per chunk. A row whose
