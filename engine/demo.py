@@ -15,7 +15,10 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from engine import demo_documents
+from engine.config import DEFAULT_UPLOAD_TYPES
 from engine.definitions import Registry
+from engine.documents import DocumentStore
 from engine.models import Item, User
 from engine.permissions import Actor
 from engine.services import ItemService, UserService
@@ -129,17 +132,13 @@ def load(session: Session, registry: Registry, instance: Path, today: date | Non
     path.chmod(0o600)
     if session.scalar(select(func.count()).select_from(Item)):
         return logins, 0
-    created = _caseload(session, registry, today)
-    from engine import demo_documents
-    from engine.config import DEFAULT_UPLOAD_TYPES
-    from engine.documents import DocumentStore
-
     store = store or DocumentStore(instance / "documents", max_bytes=10 * 1024 * 1024, types=DEFAULT_UPLOAD_TYPES)
+    created = _caseload(session, registry, today, store)
     demo_documents.load(session, registry, store, today)
     return logins, created
 
 
-def _caseload(session: Session, registry: Registry, today: date) -> int:
+def _caseload(session: Session, registry: Registry, today: date, store: DocumentStore) -> int:
     rng = random.Random(2526)
     admin = Actor.for_user(UserService(session, registry).get("claims"), registry)
     items = ItemService(session, admin, registry, today=lambda: today)
@@ -164,6 +163,7 @@ def _caseload(session: Session, registry: Registry, today: date) -> int:
     ]
     created = len(employers)
     assessors = ["assessor", "assessor2"]
+    signing_up = 0  # apprentices still in sign-up so far: each shows another stage of the paperwork
     for i in range(len(GIVEN)):
         given, family = GIVEN[i], FAMILY[i]
         learner = items.create(
@@ -196,9 +196,6 @@ def _caseload(session: Session, registry: Registry, today: date) -> int:
                 "hs_review_due": day(rng.choice([-10, 5, 60, 150])),
                 # every other apprentice was last H&S-reviewed more than 12 weeks ago
                 "last_hs_review_date": day([-120, -40, -95, -10][i % 4]),
-                "signup_paperwork_complete": i % 4 != 0,
-                "commitment_statement_signed": i % 5 != 0,
-                "initial_assessment_done": True,
                 "reviews": [{"date": day(start + 60), "type": "progress", "outcome": "on_track"}],
             },
             template="team_leader_l3",
@@ -210,9 +207,14 @@ def _caseload(session: Session, registry: Registry, today: date) -> int:
         if i % 4 != 0:
             system.transition(apprenticeship.id, "signup")
             if i % 3 and i % 5:
+                demo_documents.signup_paperwork(session, registry, store, apprenticeship.id, "accepted")
                 system.transition(apprenticeship.id, "on_programme")
                 # starting the programme books the first review in 12 weeks; spread them out
                 system.update(apprenticeship.id, changes={"next_review_due": day([-12, 4, -3, 9, 21, 40][i % 6])})
+            else:
+                stage = demo_documents.SIGNUP_STAGES[signing_up % len(demo_documents.SIGNUP_STAGES)]
+                demo_documents.signup_paperwork(session, registry, store, apprenticeship.id, stage)
+                signing_up += 1
         items.create(
             "compliance",
             {

@@ -1,9 +1,10 @@
-"""Demo documents and progress, loaded after the demo caseload through the same services.
+"""Demo documents and progress, loaded through the same services as the demo caseload.
 
 Most learners' sign-up form and photo ID are uploaded by the claims team and accepted by
 quality; one in eight has a sign-up form rejected (so "Signup paperwork incomplete" and the
 learner page have something to show, and the claims user has a notification); apprentices on
-programme have some criteria of their standard ticked by their assessor.
+programme have their sign-up paperwork accepted (their start needs it) and some criteria of
+their standard ticked by their assessor; apprentices still signing up are at each stage of it.
 """
 
 from __future__ import annotations
@@ -47,6 +48,39 @@ def pdf(text: str) -> bytes:
     out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
     out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, start)
     return out
+
+
+#: the apprenticeship sign-up paperwork, as "Confirm start on programme" requires it
+APPRENTICESHIP_SIGNUP = (
+    ("commitment_statement", "Signed training plan"),
+    ("apprenticeship_agreement", "Signed apprenticeship agreement"),
+    ("initial_assessment", "Initial assessment and skills scan"),
+)
+#: how far an apprentice still in sign-up has got: all accepted (ready to start), the last one
+#: waiting for its check, one rejected, nothing uploaded yet
+SIGNUP_STAGES = ("accepted", "awaiting_check", "rejected", "none")
+
+
+def signup_paperwork(session: Session, registry: Registry, store: DocumentStore, item_id: int, stage: str) -> None:
+    """Upload an apprenticeship's sign-up documents as the claims team, checked by quality as
+    ``stage`` (one of :data:`SIGNUP_STAGES`) says."""
+    if stage == "none":
+        return
+    users = UserService(session, registry)
+    claims = DocumentService(session, Actor.for_user(users.get("claims"), registry), registry, store)
+    quality = DocumentService(session, Actor.for_user(users.get("quality"), registry), registry, store)
+    item = session.get(Item, item_id)
+    who = item.subject.title if item.subject else f"item {item.id}"
+    for number, (category, label) in enumerate(APPRENTICESHIP_SIGNUP):
+        name = f"{category.replace('_', '-')}-{item.id}.pdf"
+        document = claims.upload(item.id, category, name, io.BytesIO(pdf(f"{label}: {who}")))
+        last = number == len(APPRENTICESHIP_SIGNUP) - 1
+        if stage == "awaiting_check" and last:
+            continue
+        if stage == "rejected" and category == "apprenticeship_agreement":
+            quality.reject(document.id, "The employer has not signed the agreement; send it back to them to sign.")
+            continue
+        quality.accept(document.id)
 
 
 def load(session: Session, registry: Registry, store: DocumentStore, today: date) -> None:

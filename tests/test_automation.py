@@ -17,6 +17,7 @@ from engine.outbox import Relay
 from engine.permissions import Actor
 from engine.services import ItemService, UserService
 from engine.services.automation import AutomationService
+from tests.apprenticeship_helpers import start_on_programme
 from tests.conftest import LEARNER, TEST_DEFINITIONS, problems_of
 from tests.webhelpers import cheap_hashing  # noqa: F401 - autouse: users are made quickly
 
@@ -50,15 +51,11 @@ def apprentice(system: ItemService, learner_id: int, assessor: str, *, on_progra
         "employer_name": "Solent Logistics Ltd",
         "start_date": day(-300),
         "planned_end_date": day(300),
-        "signup_paperwork_complete": True,
-        "commitment_statement_signed": True,
-        "initial_assessment_done": True,
         **data,
     }
     item = system.create("apprenticeship", values, template="team_leader_l3", subject_id=learner_id, assignee=assessor)
     if on_programme:
-        system.transition(item.id, "signup")
-        system.transition(item.id, "on_programme")
+        start_on_programme(system, item.id)
     return item
 
 

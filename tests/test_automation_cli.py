@@ -9,6 +9,7 @@ from engine import db
 from engine.definitions import load_registry
 from engine.permissions import Actor
 from engine.services import ItemService, UserService
+from tests.apprenticeship_helpers import start_on_programme
 from tests.conftest import LEARNER, TEST_DEFINITIONS
 from tests.webhelpers import PASSWORD, cheap_hashing  # noqa: F401 - cheap_hashing is autouse
 
@@ -29,16 +30,12 @@ def setup(db_url: str) -> tuple[int, int]:
                 "employer_name": "Solent Logistics Ltd",
                 "start_date": "2020-01-06",
                 "planned_end_date": "2032-01-06",
-                "signup_paperwork_complete": True,
-                "commitment_statement_signed": True,
-                "initial_assessment_done": True,
                 "last_hs_review_date": "2020-06-01",
             }
             item = system.create(
                 "apprenticeship", data, template="team_leader_l3", subject_id=learner.id, assignee="asha"
             )
-            system.transition(item.id, "signup")
-            system.transition(item.id, "on_programme")
+            start_on_programme(system, item.id)
             automation = ItemService(session, Actor.for_user(alex, registry), registry).create(
                 "process_automation", template="weekly_hs_reviews"
             )

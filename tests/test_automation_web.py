@@ -14,6 +14,7 @@ from engine.assignment import QueueService
 from engine.models import Item
 from engine.services.automation import AutomationService
 from tests import webhelpers
+from tests.apprenticeship_helpers import start_on_programme
 from tests.conftest import LEARNER
 from tests.webhelpers import cheap_hashing, create_users, csrf, sign_in  # noqa: F401 - cheap_hashing is autouse
 
@@ -67,17 +68,13 @@ def apprentices(app, count: int) -> list[int]:
                 "employer_name": "Solent Logistics Ltd",
                 "start_date": "2030-01-06",
                 "planned_end_date": "2032-01-06",
-                "signup_paperwork_complete": True,
-                "commitment_statement_signed": True,
-                "initial_assessment_done": True,
                 "last_hs_review_date": "2020-01-06",
             },
             template="team_leader_l3",
             subject_id=learner.id,
             assignee="asha",
         )
-        system.transition(item.id, "signup")
-        system.transition(item.id, "on_programme")
+        start_on_programme(system, item.id)
         ids.append(item.id)
     session.close()
     return ids
