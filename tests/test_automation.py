@@ -120,12 +120,38 @@ def test_every_monday_an_hs_review_for_each_apprentice_not_reviewed_for_12_weeks
     assert len(items_of(session, "hs_review")) == 1
     assert "skipped 1 (an earlier one is still open)" in report.summary()
 
-    # once it is done, the Monday after books the next one (the date was not updated)
-    # (rules compare review dates with the real today, so the review is dated today)
-    done = {"review_date": date.today().isoformat(), "reviewer": "Asha", "outcome": "satisfactory"}
-    system.transition(review.id, "completed", data=done)
-    [report] = runner(session, registry, MONDAY + timedelta(days=14)).run_due()
-    assert len(items_of(session, "hs_review")) == 2 and "created #" in report.summary()
+    # Wednesday the assessor records it: the apprenticeship's last review is now that day,
+    # in its history as the assessor's change, caused by the review
+    wednesday = TODAY + timedelta(days=9)
+    asha = ItemService(session, people["asha"], registry, today=lambda: wednesday)
+    done = {"review_date": wednesday.isoformat(), "reviewer": "Asha", "outcome": "satisfactory"}
+    asha.transition(review.id, "completed", data=done)
+    session.refresh(due)
+    assert due.data["last_hs_review_date"] == wednesday.isoformat()
+    updated = session.scalars(select(Event).where(Event.item_id == due.id).order_by(Event.id.desc())).first()
+    assert updated.kind == "updated"
+    assert updated.actor_id == people["asha"].user_id
+    assert updated.payload == {
+        "changes": [{"path": "/last_hs_review_date", "old": day(-100), "new": wednesday.isoformat()}],
+        "cause": {"item": review.id, "transition": "complete"},
+    }
+
+    def reviews_for(apprenticeship: Item) -> list[Item]:
+        return [r for r in items_of(session, "hs_review") if r.data["apprenticeship_id"] == apprenticeship.id]
+
+    # so the next Monday books nothing for that apprentice, nor any Monday for 12 weeks after
+    # the review (the apprentice reviewed 20 days before the first Monday comes due meanwhile)
+    [report] = runner(session, registry, MONDAY + timedelta(weeks=2)).run_due()
+    assert report.outcomes == [] and report.failure is None
+    for weeks in range(3, 14):
+        runner(session, registry, MONDAY + timedelta(weeks=weeks)).run_due()
+    assert reviews_for(due) == [review]
+
+    # the first Monday more than 12 weeks after the review books the next one, from that date
+    [report] = runner(session, registry, MONDAY + timedelta(weeks=14)).run_due()
+    first, second = reviews_for(due)
+    assert first == review and f"created #{second.id}" in report.summary()
+    assert second.data["last_review_date"] == wednesday.isoformat() and second.assignee.username == "asha"
 
 
 def test_a_schedule_runs_only_while_active_and_not_for_occurrences_before_it_was_switched_on(

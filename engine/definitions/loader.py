@@ -200,6 +200,7 @@ def load_registry(folders: list[Path] | None = None, *, builtin: bool = True) ->
                     _load_type(path, registry, out)
     for wf, doc in raw_workflows:
         _check_create_actions(wf, doc, registry, out)
+        _check_update_related(wf, doc, registry, out)
     _load_contracts(sources, registry, out)
     registry.problems = out.problems
     return registry
@@ -312,14 +313,20 @@ def _load_workflow(path: Path, registry: Registry, out: _Collector):
         for j, a in enumerate(t.get("actions") or ()):
             kind, value = next(iter(a.items()))
             _check_party(out, doc, f"{base}/actions/{j}/{kind}", kind, value, registry)
-            set_value = value.get("value") if kind == "set" else None
-            if isinstance(set_value, str) and set_value.startswith("today") and relative_date(set_value) is None:
-                out.add(
-                    doc,
-                    f"{base}/actions/{j}/set/value",
-                    f"'{value['value']}' is not a date",
-                    "Use today, today+30d, today-7d or an ISO date.",
-                )
+            if kind == "set":
+                _check_relative_date(out, doc, f"{base}/actions/{j}/set/value", value.get("value"))
+            elif kind == "update_related":
+                for k, entry in enumerate(value["set"]):
+                    ptr = f"{base}/actions/{j}/update_related/set/{k}"
+                    if ("from" in entry) == ("value" in entry):
+                        out.add(
+                            doc,
+                            ptr,
+                            f"setting '{entry['field']}' needs either 'from' or 'value'"
+                            + (", not both" if "from" in entry else ""),
+                            "Use from: to copy a field of this item, or value: for a fixed value or a date like today.",
+                        )
+                    _check_relative_date(out, doc, f"{ptr}/value", entry.get("value"))
             actions.append(Action(kind, value))
         transitions.append(
             Transition(
@@ -347,6 +354,11 @@ def _load_workflow(path: Path, registry: Registry, out: _Collector):
     wf = Workflow(raw["key"], raw["name"], tuple(states), tuple(transitions), state_fields, source=out.display(path))
     registry.workflows[wf.key] = wf
     return wf, doc
+
+
+def _check_relative_date(out: _Collector, doc: Document, ptr: str, value: Any) -> None:
+    if isinstance(value, str) and value.startswith("today") and relative_date(value) is None:
+        out.add(doc, ptr, f"'{value}' is not a date", "Use today, today+30d, today-7d or an ISO date.")
 
 
 def _check_party(out, doc, ptr, kind, value, registry) -> None:
@@ -377,6 +389,52 @@ def _check_create_actions(wf: Workflow, doc: Document, registry: Registry, out: 
                     f"type '{target.key}' has no template '{a.value['template']}'",
                     f"Use one of: {', '.join(t.key for t in target.templates) or 'none defined'}.",
                 )
+
+
+def _check_update_related(wf: Workflow, doc: Document, registry: Registry, out: _Collector) -> None:
+    """The related type exists and has each field set, of the kind of value the source holds.
+    (The link and source fields belong to the types using the workflow: _check_workflow_fields.)"""
+    for i, t in enumerate(wf.transitions):
+        for j, a in enumerate(t.actions):
+            if a.kind != "update_related":
+                continue
+            ptr = f"/transitions/{i}/actions/{j}/update_related"
+            target = registry.types.get(a.value["type"])
+            if target is None:
+                out.add(
+                    doc,
+                    f"{ptr}/type",
+                    f"tracker type '{a.value['type']}' does not exist",
+                    f"Use one of: {', '.join(sorted(registry.types))}.",
+                )
+                continue
+            for k, entry in enumerate(a.value["set"]):
+                if schema_at(target.schema, entry["field"]) is None:
+                    out.add(
+                        doc,
+                        f"{ptr}/set/{k}/field",
+                        f"field '{entry['field']}' is not a property of type '{target.key}'",
+                        "Name a property of the related type's schema.json.",
+                    )
+            for user in (tt for tt in registry.types.values() if tt.workflow == wf.key):
+                for k, entry in enumerate(a.value["set"]):
+                    source = schema_at(user.schema, entry["from"]) if entry.get("from") else None
+                    wanted = schema_at(target.schema, entry["field"])
+                    if source is None or wanted is None or not source.get("type") or not wanted.get("type"):
+                        continue
+                    if (source.get("type"), source.get("format")) != (wanted.get("type"), wanted.get("format")):
+                        out.add(
+                            doc,
+                            f"{ptr}/set/{k}/from",
+                            f"'{entry['from']}' of type '{user.key}' holds {_kind(source)}, "
+                            f"but '{entry['field']}' of type '{target.key}' takes {_kind(wanted)}",
+                            "Copy a field that holds the same kind of value.",
+                        )
+
+
+def _kind(schema: dict) -> str:
+    article = "an" if schema["type"][0] in "aeiou" else "a"
+    return f"{article} {schema['type']}" + (f" ({schema['format']})" if schema.get("format") else "")
 
 
 # -- tracker types -----------------------------------------------------------------------
@@ -740,9 +798,27 @@ def _check_workflow_fields(workflow: Workflow, schema: dict, doc: Document, out:
         for a in t.actions:
             if a.kind == "set":
                 check(a.value["field"], f"transition '{t.key}' sets")
+            elif a.kind == "update_related":
+                _check_link(workflow, t.key, a.value["link"], schema, doc, out)
+                for entry in a.value["set"]:
+                    if entry.get("from"):
+                        check(entry["from"], f"transition '{t.key}' update_related copies")
     for state, rules in workflow.state_fields.items():
         for name in (*rules.read_only, *rules.required, *rules.hidden):
             check(name, f"state '{state}'")
+
+
+def _check_link(workflow: Workflow, step: str, link: str, schema: dict, doc: Document, out: _Collector) -> None:
+    """An update_related link is a whole-number property: it holds the related item's number."""
+    found = schema_at(schema, link)
+    if found is None or found.get("type") != "integer":
+        what = "which is not a property of this type's schema.json" if found is None else "which is not a whole number"
+        out.add(
+            doc,
+            "/workflow",
+            f"workflow '{workflow.key}' transition '{step}' update_related links through field '{link}', {what}",
+            "Add an integer property holding the related item's number (its #) to schema.json.",
+        )
 
 
 def _tasklist(raw: dict[str, Any]) -> TaskList:

@@ -33,7 +33,7 @@ class State:
 
 @dataclass(frozen=True)
 class Action:
-    """One step a transition performs: ``set``, ``assign``, ``notify`` or ``create``."""
+    """One step a transition performs: ``set``, ``assign``, ``notify``, ``create`` or ``update_related``."""
 
     kind: str
     value: Any

@@ -705,9 +705,11 @@ class ItemService:
         *,
         creating: bool = False,
         check_identity: bool = True,
+        cause: dict | None = None,
     ) -> None:
         """Validate ``new_data`` for ``status``; on success store it with its derived
-        columns (title, due date, identity, warnings) and record the diff."""
+        columns (title, due date, identity, warnings) and record the diff (with ``cause``:
+        the item and step that made the change, when another item's step did)."""
         tracker_type = self.type_of(item) if not creating else self.registry.type(item.type_key)
         workflow = self.registry.workflow_for(tracker_type)
         problems = list(problems or ())
@@ -767,7 +769,7 @@ class ItemService:
         item.updated_by_id = self.actor.user_id
         item.title = _render_title(tracker_type, context) or item.title
         if changes and not creating:
-            self._record(item, "updated", {"changes": changes})
+            self._record(item, "updated", {"changes": changes, **({"cause": cause} if cause else {})})
             self._outbox_event(item, "updated", {"paths": [c["path"] for c in changes]})
             self._changed_for_watchers(item, f"{self.actor.username} updated {item.title}", replace=False)
 
@@ -929,6 +931,59 @@ class ItemService:
                     check_permission=False,
                     cause={"item": item.id, "transition": transition.key},
                 )
+            elif action.kind == "update_related":
+                self._update_related(item, tracker_type, transition, action.value)
+
+    def _update_related(self, item: Item, tracker_type: TrackerType, transition: Transition, spec: dict) -> None:
+        """Copy values of ``item`` (or fixed ones) to the item whose number it holds in ``link``.
+
+        Like ``create``, this is part of the step, so it does not ask for the actor's edit
+        rights on the related item; it is validated like any change of it (schema, rules, its
+        state's read-only fields) and recorded in its history as the actor's, with the cause.
+        A refusal names the related item and stops the whole step."""
+        number = get_path(item.data, spec["link"])
+        if not is_filled(number):
+            return  # linked to nothing: there is nothing to keep up to date
+        related_type = self.registry.type(spec["type"])
+        whole = isinstance(number, int) and not isinstance(number, bool)
+        related = self.session.get(Item, number) if whole else None
+        pointer, link = _pointer_of(spec["link"]), _label(tracker_type, spec["link"])
+        if related is None or related.type_key != related_type.key:
+            found = "there is no such item" if related is None else f"#{number} is a {self.type_of(related).name}"
+            raise ValidationFailed(
+                [
+                    Problem(
+                        pointer,
+                        f"{link} is #{number}, but {found}: '{transition.label}' updates the {related_type.name} "
+                        "this item belongs to",
+                        f"Enter the number of the {related_type.name} (the # on its page), then try again.",
+                    )
+                ]
+            )
+        new = copy.deepcopy(related.data)
+        for entry in spec["set"]:
+            value = get_path(item.data, entry["from"]) if "from" in entry else entry["value"]
+            if isinstance(value, str) and value.startswith("today") and "from" not in entry:
+                value = sandbox.relative_date(value, self.today()).isoformat()
+            if not is_filled(value):
+                continue  # an empty source leaves the related value as it is
+            current = get_path(new, entry["field"])
+            if entry.get("only_if_later") and is_filled(current) and not _later(value, current):
+                continue
+            _put(new, entry["field"], copy.deepcopy(value))
+        if new == related.data:
+            return
+        where = f"{related_type.name} #{related.id}"
+        try:
+            self._check_read_only(related, new)
+            self._write_data(related, new, related.status, cause={"item": item.id, "transition": transition.key})
+        except ValidationFailed as refused:
+            raise ValidationFailed(
+                [
+                    Problem(pointer, f"'{transition.label}' cannot update {where}: {p.message}", p.advice)
+                    for p in refused.problems
+                ]
+            ) from None
 
     def _resolve_assignee(self, item: Item, target: str, tracker_type: TrackerType) -> User | None:
         if target == "none":
@@ -1150,6 +1205,14 @@ def _assignee_needed(tracker_type: TrackerType) -> Problem:
     return Problem(
         "assignee", f"Every {tracker_type.name} needs an assignee", "Pick the person who will look after it."
     )
+
+
+def _later(value: Any, current: Any) -> bool:
+    """``value`` comes after ``current``: numbers by size, ISO dates (and other text) in order."""
+    numbers = (int, float)
+    if isinstance(value, numbers) and isinstance(current, numbers):
+        return value > current
+    return str(value) > str(current)
 
 
 def _as_date(value: Any) -> date | None:
