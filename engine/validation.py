@@ -7,6 +7,7 @@ wrong, and giving the schema's ``x-advice`` (or a sensible default) on how to fi
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import date, datetime
@@ -255,6 +256,41 @@ def schema_problems(validator: Draft202012Validator, data: Any) -> list[Problem]
             seen.add((problem.path, problem.message))
             problems.append(problem)
     return problems
+
+
+def without_refused(data: dict, problems: list[Problem]) -> dict:
+    """``data`` without the single values the schema refused (a copy when there are any), so
+    rules do not judge a mistyped value a second time: a date of birth typed as ``31/12/2000``
+    is one problem, not also "the start date is before the date of birth"."""
+    copied = None
+    for problem in problems:
+        if not problem.path.startswith("/"):
+            continue
+        parts = [p.replace("~1", "/").replace("~0", "~") for p in problem.path.split("/")[1:]]
+        parent, last = _container(copied or data, parts[:-1]), parts[-1]
+        key: Any = int(last) if isinstance(parent, list) and last.isdigit() else last
+        try:
+            value = parent[key] if isinstance(parent, list | dict) else None
+        except (IndexError, KeyError, TypeError):
+            continue
+        if not isinstance(value, str | int | float | bool):
+            continue  # a missing value, or a whole group or row: rules handle those themselves
+        if copied is None:
+            copied = copy.deepcopy(data)
+            parent = _container(copied, parts[:-1])
+        parent[key] = None
+    return data if copied is None else copied
+
+
+def _container(data: Any, parts: list[str]) -> Any:
+    for part in parts:
+        if isinstance(data, list) and part.isdigit() and int(part) < len(data):
+            data = data[int(part)]
+        elif isinstance(data, dict):
+            data = data.get(part)
+        else:
+            return None
+    return data
 
 
 def without_required(schema: Any) -> Any:

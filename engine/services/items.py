@@ -28,7 +28,7 @@ from engine.history import diff
 from engine.models import Event, Item, Outbox, RoleGrant, User, Watcher
 from engine.permissions import Actor
 from engine.rules import rule_problems
-from engine.validation import get_path, humanize_label, is_filled, schema_at, schema_problems
+from engine.validation import get_path, humanize_label, is_filled, schema_at, schema_problems, without_refused
 
 log = logging.getLogger(__name__)
 
@@ -713,7 +713,9 @@ class ItemService:
         tracker_type = self.type_of(item) if not creating else self.registry.type(item.type_key)
         workflow = self.registry.workflow_for(tracker_type)
         problems = list(problems or ())
-        problems += schema_problems(_validator(tracker_type, self.registry.field_validators), new_data)
+        refused = schema_problems(_validator(tracker_type, self.registry.field_validators), new_data)
+        problems += refused
+        checked = without_refused(new_data, refused)
         item_ctx = {
             "status": status,
             "assignee": item.assignee.username if item.assignee else None,
@@ -722,9 +724,9 @@ class ItemService:
         }
         subject_ctx = _subject_context(item.subject)
         # rules see the service's day, so a fixed day (tests, the demo's dates) is the day they check on
-        context = {**sandbox.context_for(new_data, item_ctx, subject_ctx), "today": self.today().isoformat()}
+        context = {**sandbox.context_for(checked, item_ctx, subject_ctx), "today": self.today().isoformat()}
         warnings = []
-        for problem in rule_problems(self.registry, tracker_type, new_data, context):
+        for problem in rule_problems(self.registry, tracker_type, checked, context):
             (warnings if problem.severity == "warning" else problems).append(problem)
         if tracker_type.kind == "automation":
             from engine.automation import definition_problems  # that module runs automations through this service
