@@ -141,16 +141,19 @@ def seed(app, *qualifications: dict) -> tuple[int, list[int]]:
 
 
 def test_the_learner_page_lists_qualifications_with_their_anticipated_award_dates(app):
-    learner_id, (late, soon, _none) = seed(
+    learner_id, (late, soon, _none, _structured) = seed(
         app,
         {**QUAL, "anticipated_award_date": "2027-07-31", "level": "3"},
         {"qan": "601/7777/X", "title": "Functional Skills maths", "anticipated_award_date": "2026-12-31"},
         {"qan": "500/1234/5"},
+        {"qan": "603/4372/X", "title": "Customer service practitioner"},  # has units and criteria
     )
     client = app.test_client()
     sign_in(client, "clerk")
     page = client.get(f"/learners/{learner_id}").get_data(as_text=True)
     section = page[page.index('id="qualifications"') : page.index("</section>", page.index('id="qualifications"'))]
+    # progress for the QAN with a structure, a dash (with why) for the others
+    assert 'aria-label="0% complete"' in section and section.count('title="No units and criteria') == 3
     assert section.index("601/7777/X") < section.index("603/2994/6") < section.index("500/1234/5")  # soonest first
     assert '<td>2027-07-31 · <a href="/qualifications/' in section and "Level 3" in section and "not set" in section
     assert f'href="/qualifications/{soon}/award-date"' in section
