@@ -28,16 +28,18 @@ from werkzeug import exceptions as werkzeug_exceptions
 from werkzeug.exceptions import HTTPException
 
 from engine import permissions
+from engine.assignment import QueueService
 from engine.definitions.model import TrackerType, Workflow
 from engine.errors import NotFound, Problem, TrackerError, ValidationFailed
 from engine.models import Event, Item
 from engine.permissions import Actor
-from engine.services import ItemService
+from engine.services import ItemService, bulk
 from engine.services.items import item_link
 from engine.tasklists import TaskListService
 from engine.validation import make_validator, schema_problems
 from webui import db_session, runtime
 from webui.auth import csrf
+from webui.lists import bulk_origin
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +77,9 @@ class Operation:
 
     ``ok`` is the success status, its description and the name of its response schema (in
     :data:`webui.openapi.RESPONSE_SCHEMAS`); ``errors`` lists every error status the route
-    can answer with; ``body`` names the request body's JSON Schema, when it takes one.
+    can answer with, and ``error_words`` says what those particular to the route mean there;
+    ``body`` names the request body's JSON Schema, when it takes one. ``bulk`` marks a list
+    that pages out records: it is refused outside ``TRACKER_BULK_EXPORT_ALLOW``.
     """
 
     method: str
@@ -93,6 +97,8 @@ class Operation:
     form: tuple[str, dict] | None = None
     #: media types of a success answer that is a file rather than JSON
     ok_media: tuple[str, ...] = ()
+    error_words: dict[int, str] = field(default_factory=dict)
+    bulk: bool = False
     query_validator: Draft202012Validator = field(init=False, repr=False)
     path_validator: Draft202012Validator = field(init=False, repr=False)
     body_validator: Draft202012Validator | None = field(init=False, repr=False, default=None)
@@ -131,6 +137,8 @@ def operation(
     tag: str = "items",
     form: tuple[str, dict] | None = None,
     ok_media: tuple[str, ...] = (),
+    error_words: dict[int, str] | None = None,
+    bulk: bool = False,
 ) -> Callable:
     """Register a view as an API operation.
 
@@ -141,6 +149,7 @@ def operation(
 
     ``errors`` names the error statuses particular to the route (403, 409); those every
     operation of its kind can answer are added here, so the document cannot forget them.
+    ``bulk`` lists are refused (403) outside ``TRACKER_BULK_EXPORT_ALLOW``, before the view runs.
     """
 
     # what every operation of its kind can answer: 401 without a token, 422 for a bad query,
@@ -148,6 +157,7 @@ def operation(
     implied = {422} | ({401} if auth else set()) | ({404} if any(p.where == "path" for p in params) else set())
     implied |= {400, 413, 415, 422} if body is not None else set()
     implied |= {413, 415, 422} if form is not None else set()  # a form too large, not multipart, or wrong
+    implied |= {403} if bulk else set()  # an address outside TRACKER_BULK_EXPORT_ALLOW
 
     def register(view: Callable) -> Callable:
         op = Operation(
@@ -164,6 +174,8 @@ def operation(
             auth=auth,
             form=form,
             ok_media=ok_media,
+            error_words=dict(error_words or {}),
+            bulk=bulk,
         )
         OPERATIONS.append(op)
 
@@ -176,6 +188,8 @@ def operation(
                 kwargs["body"] = _body(op)
             if op.form is not None and request.mimetype != "multipart/form-data":
                 raise ApiError(415, "The request body must be multipart/form-data.", "Send the file as a form upload.")
+            if op.bulk:
+                _require_bulk_listing(op, kwargs)
             return view(**kwargs)
 
         bp.add_url_rule(op.flask_rule, endpoint=op.operation_id, view_func=endpoint, methods=[method])
@@ -191,6 +205,14 @@ def actor() -> Actor:
 
 def items_service() -> ItemService:
     return runtime().items(db_session(), actor())
+
+
+def _require_bulk_listing(op: Operation, values: dict[str, Any]) -> None:
+    """Refuse a list from an address outside ``TRACKER_BULK_EXPORT_ALLOW``, recording the
+    attempt with what was asked for, as the CSV export does."""
+    filters = {name: value for name, value in values.items() if name != "type"}
+    route = f"{op.method} {bp.url_prefix}{op.path}"
+    bulk.require_listing_allowed(db_session(), actor(), bulk_origin(), route, values.get("type"), filters)
 
 
 # -- authentication ----------------------------------------------------------------------------------
@@ -636,6 +658,15 @@ LIST_PARAMS = (
     ),
 )
 
+PAGE_PARAMS = tuple(p for p in LIST_PARAMS if p.name in ("page", "per_page"))
+
+#: why a list that pages out records answers 403
+NOT_FROM_HERE = (
+    "the caller's address is not in TRACKER_BULK_EXPORT_ALLOW, so it may not list records in bulk "
+    "(single items may be read from anywhere)"
+)
+BULK_REFUSED = f"Refused because {NOT_FROM_HERE}."
+
 
 # -- routes ---------------------------------------------------------------------------------------------
 
@@ -697,10 +728,13 @@ def get_type(key: str):
     ok=(200, "A page of items.", "ItemPage"),
     errors=(403,),
     params=LIST_PARAMS,
+    error_words={403: f"The caller's roles may not view items of this type, or {NOT_FROM_HERE}."},
+    bulk=True,
 )
 def list_items(type, status, assignee, q, sort, page, per_page):
     """Items the caller may view, filtered, newest first unless ``sort`` says otherwise, with the
-    total that match. A page past the end is empty."""
+    total that match. A page past the end is empty. Only from the addresses in
+    ``TRACKER_BULK_EXPORT_ALLOW`` (any address when it is unset)."""
     if type:
         _known_type(type, _query_message(1))
     service = items_service()
@@ -827,17 +861,76 @@ def tasklists():
     params=(
         Param("type", NAME_SCHEMA, "The tracker type's key, e.g. compliance.", where="path"),
         Param("key", NAME_SCHEMA, "The task list's key (GET /tasklists).", where="path"),
-        *(p for p in LIST_PARAMS if p.name in ("page", "per_page")),
+        *PAGE_PARAMS,
     ),
     tag="tasklists",
+    error_words={403: BULK_REFUSED},
+    bulk=True,
 )
 def tasklist_items(type, key, page, per_page):
     """Exactly the items the list's count counts, soonest due first, with the total. A list
-    the caller's roles may not see is a 404, as if it did not exist; a page past the end is empty."""
+    the caller's roles may not see is a 404, as if it did not exist; a page past the end is empty.
+    Only from the addresses in ``TRACKER_BULK_EXPORT_ALLOW`` (any address when it is unset)."""
     service = items_service()
     lists = TaskListService(db_session(), actor(), runtime().registry)
     found, total = lists.items(type, key, limit=per_page, offset=(page - 1) * per_page)
     return {"items": [item_json(service, i) for i in found], "total": total, "page": page, "per_page": per_page}
+
+
+@operation(
+    "GET",
+    "/queue",
+    summary="The items waiting in your queues, a page at a time",
+    ok=(200, "A page of the items the caller may claim.", "ItemPage"),
+    params=(Param("type", NAME_SCHEMA, "Only the queue of this tracker type."), *PAGE_PARAMS),
+    tag="queue",
+    error_words={403: BULK_REFUSED, 422: "The query is not valid, or names a type that is not one of your queues."},
+    bulk=True,
+)
+def list_queue(type, page, per_page):
+    """Unassigned open items of the types queued for the caller's roles (an administrator serves
+    every queue), oldest first, with the total; claim one with ``POST /items/{item_id}/claim``.
+    A caller without a queue gets an empty page; a page past the end is empty. Only from the
+    addresses in ``TRACKER_BULK_EXPORT_ALLOW`` (any address when it is unset)."""
+    service = items_service()
+    queues = QueueService(service)
+    if type:
+        _own_queue(queues, type)
+    found, total = queues.waiting(type_key=type, limit=per_page, offset=(page - 1) * per_page)
+    return {"items": [item_json(service, i) for i in found], "total": total, "page": page, "per_page": per_page}
+
+
+def _own_queue(queues: QueueService, type_key: str) -> None:
+    """Refuse (422) a ``type`` that is not one of the caller's queues: an empty page would
+    read as an empty queue."""
+    tracker_type = _known_type(type_key, _query_message(1))
+    served = [t.key for t in queues.queue_types()]
+    if tracker_type.key not in served:
+        advice = f"Use one of your queues: {', '.join(served)}." if served else "Your roles have no queue."
+        raise ValidationFailed([Problem("type", f"You have no '{tracker_type.key}' queue", advice)], _query_message(1))
+
+
+@operation(
+    "POST",
+    "/items/{item_id}/claim",
+    summary="Claim an item waiting in your queue",
+    ok=(200, "The item, now assigned to the caller.", "Item"),
+    errors=(403, 409),
+    params=(ITEM_ID,),
+    tag="queue",
+    error_words={
+        403: "The caller does not have the role whose queue the item waits in.",
+        409: "Someone else claimed the item first (also at the same moment); message says who.",
+        422: "The item is not in a queue (its type's items are assigned, not claimed) or is no longer open; "
+        "or the request has query parameters, which this route does not take.",
+    },
+)
+def claim_item(item_id: int):
+    """Assign the item waiting in the caller's queue to the caller. Of two callers claiming at
+    once, one gets it and the other a 409 naming who did."""
+    service = items_service()
+    item = QueueService(service).claim(item_id)
+    return item_json(service, item, detail=True)
 
 
 # the documents and progress routes are declared in their own module, on this blueprint

@@ -230,8 +230,8 @@ def _json_content(schema: dict) -> dict:
     return {"application/json": {"schema": schema}}
 
 
-def _response(status: int) -> dict:
-    response: dict[str, Any] = {"description": _ERROR_WORDS[status], "content": _json_content(_ref("Error"))}
+def _response(status: int, words: str = "") -> dict:
+    response: dict[str, Any] = {"description": words or _ERROR_WORDS[status], "content": _json_content(_ref("Error"))}
     if status == 401:
         response["headers"] = {
             "WWW-Authenticate": {"required": True, "schema": {"type": "string"}, "description": "Bearer challenge."}
@@ -268,7 +268,10 @@ def _operation(op: api.Operation) -> dict:
         "summary": op.summary,
         "description": op.description,
         "tags": [op.tag],
-        "responses": {str(status): ok, **{str(code): _response(code) for code in op.errors}},
+        "responses": {
+            str(status): ok,
+            **{str(code): _response(code, op.error_words.get(code, "")) for code in op.errors},
+        },
     }
     if op.params:
         out["parameters"] = [_parameter(p) for p in op.params]
@@ -298,7 +301,7 @@ def document(base_url: str) -> dict:
         "info": {
             "title": "Tracker API",
             "version": API_VERSION,
-            "description": "Items, their types, history and task lists, through the same services as the web "
+            "description": "Items, their types, history, task lists and queues, through the same services as the web "
             "UI. Authenticate with 'Authorization: Bearer <token>' (tracker users token create USER). "
             "Every error is JSON with message, advice and errors [{path, message, advice}].",
         },
@@ -308,6 +311,7 @@ def document(base_url: str) -> dict:
             {"name": "items", "description": "Create, read, change and move items."},
             {"name": "types", "description": "Tracker types and their workflows."},
             {"name": "tasklists", "description": "Task lists with counts."},
+            {"name": "queue", "description": "Items waiting in a role's queue, and claiming them."},
             {"name": "documents", "description": "Files attached to items and their quality checks."},
             {"name": "progress", "description": "Progress through a qualification's criteria."},
             {"name": "meta", "description": "This document."},

@@ -5,6 +5,10 @@ empty allows any address) and recorded as a :class:`~engine.models.BulkExport` r
 where, what and how many. A refused attempt is recorded too, then refused with
 :class:`~engine.errors.PermissionDenied` (403 on the web). The command line runs on the server
 itself, so it has no client address and is never refused, but it is recorded all the same.
+
+The JSON API's lists are checked against the same addresses (:func:`require_listing_allowed`):
+paging through them is a bulk download by other means. Only their refusals are recorded; a
+page that is served is not a download of its own.
 """
 
 from __future__ import annotations
@@ -48,6 +52,10 @@ class Origin:
 COMMAND_LINE = Origin()
 
 
+#: ``BulkExport.kind`` of a refused JSON API list
+API_LIST = "api_list"
+
+
 def check(origin: Origin) -> None:
     """Raise PermissionDenied unless bulk downloads are allowed from ``origin``'s address (pages
     that only offer a download use it; the download itself uses :func:`require_allowed`)."""
@@ -70,6 +78,23 @@ def require_allowed(
     record(session, actor, origin, kind, type_key, filters=filters, outcome="refused")
     session.commit()
     check(origin)
+
+
+def require_listing_allowed(
+    session: Session, actor: Actor, origin: Origin, route: str, type_key: str | None, filters: dict | None = None
+) -> None:
+    """Raise PermissionDenied, after recording the refused attempt, unless records may be listed
+    in bulk (the JSON API's list ``route``, e.g. ``GET /api/v1/items``) from ``origin``'s address."""
+    if origin.allowed():
+        return
+    log.warning("API list refused: %s asked for %s from %s", actor.username, route, origin.address)
+    record(session, actor, origin, API_LIST, type_key, filters=filters, outcome="refused", detail={"route": route})
+    session.commit()
+    raise PermissionDenied(
+        f"Your address ({origin.address or 'unknown'}) is not allowed to list records in bulk.",
+        "Call the API from the office network or the VPN, or ask your administrator to add this address "
+        "to TRACKER_BULK_EXPORT_ALLOW. Single items (GET /api/v1/items/{id}) may be read from anywhere.",
+    )
 
 
 def record(
@@ -99,6 +124,9 @@ def record(
     )
     session.add(row)
     kind_key = f"export.{kind}" if f"export.{kind}" in audit.KINDS else "export.csv"
-    what = ", ".join(x for x in (type_key or "", filename, f"{item_count} items" if item_count else "", outcome) if x)
+    # an API list has no file: its route says what was asked for
+    route = (detail or {}).get("route", "")
+    parts = (route, type_key or "", filename, f"{item_count} items" if item_count else "", outcome)
+    what = ", ".join(x for x in parts if x)
     audit.record(session, kind_key, actor=actor, address=origin.address, target=what, bulk_export=row)
     return row
