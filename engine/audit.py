@@ -43,6 +43,7 @@ KINDS: dict[str, str] = {
     "user.reactivated": "user reactivated",
     "role.settings": "role setting changed",
     "export.csv": "items exported",
+    "export.api_list": "API list refused (address not allowed)",
     "export.ilr_xml": "ILR file made",
     "export.ilr_download": "ILR file downloaded",
     "definition.publish": "type published",

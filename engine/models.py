@@ -483,7 +483,8 @@ class BulkExport(Base):
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     #: the client's address; empty for the command line (this machine)
     address: Mapped[str] = mapped_column(String(64), default="")
-    #: ``csv``, ``ilr_xml`` (an ILR file made) or ``ilr_download`` (an ILR file downloaded)
+    #: ``csv``, ``ilr_xml`` (an ILR file made), ``ilr_download`` (an ILR file downloaded) or
+    #: ``api_list`` (an API list refused for its address)
     kind: Mapped[str] = mapped_column(String(32))
     type_key: Mapped[str | None] = mapped_column(String(64))
     #: the filters and options of the export (status, assignee, q, sort; UKPRN, year ...)

@@ -95,7 +95,7 @@ def test_a_list_outside_the_allowed_addresses_is_403_and_the_refusal_recorded(ne
         assert (row.kind, row.outcome, row.address, row.type_key) == ("api_list", "refused", OUTSIDE, type_key)
         assert row.user.username == who and row.item_count == 0 and row.detail == {"route": route}
         [entry] = session.scalars(select(AuditEntry).where(AuditEntry.bulk_export_id == row.id)).all()
-        assert entry.kind.startswith("export.") and entry.actor_name == who and entry.address == OUTSIDE
+        assert entry.kind == "export.api_list" and entry.actor_name == who and entry.address == OUTSIDE
         assert route in entry.target and "refused" in entry.target
 
 
