@@ -1,8 +1,9 @@
 """Local stand-ins for the outside services the built-in plugins call.
 
-Each fake is a threaded ``http.server`` on 127.0.0.1 at a free port that speaks the real
-service's request and response shapes (paths, methods, authentication, JSON bodies, status
-codes), so the plugins are tested over real HTTP with their base URL pointed here:
+Each fake is a threaded ``http.server`` on 127.0.0.1 at a free port that speaks the service's
+request and response shapes (paths, methods, authentication, JSON bodies, status codes): the
+real public API's where it has one, and for the LRS (a SOAP service) the JSON shape the ULN
+plugin documents. The plugins are tested over real HTTP with their base URL pointed here:
 
 - :class:`FakePostcodes`: a postcodes.io-compatible API (``GET /postcodes/<pc>``,
   ``/postcodes/<pc>/validate``, ``/postcodes/<pc>/autocomplete``).
