@@ -52,7 +52,8 @@ def example(type_key: str) -> dict:
 def data(app):
     """Five compliance records with signup paperwork incomplete (two by the assessor "asa"),
     one complete, one complete with a warning (no prior attainment evidence);
-    and two apprenticeships past their planned end, one assigned to "asa"."""
+    and two apprenticeships past their planned end with their sign-up paperwork accepted, one
+    assigned to "asa"."""
     rt = app.extensions["tracker"]
     with rt.session() as session:
         users = rt.users(session)
@@ -75,6 +76,10 @@ def data(app):
                 documents.accept(document.id)
         late = {**example("apprenticeship"), "planned_end_date": "2026-10-01"}
         overdue = [system.create("apprenticeship", late, subject_id=learner, assignee=who).id for who in ("asa", None)]
+        for item_id in overdue:  # signed up properly: late, but not for paperwork
+            for category in ("commitment_statement", "apprenticeship_agreement", "initial_assessment"):
+                document = documents.upload(item_id, category, f"{category}.pdf", io.BytesIO(b"%PDF-1.4 scan"))
+                documents.accept(document.id)
         session.commit()
         return {"learner": learner, "incomplete": ids, "overdue": overdue, "warned": warned}
 
