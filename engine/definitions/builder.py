@@ -19,7 +19,8 @@ from typing import Any
 
 import yaml
 
-from engine.definitions.documents import dump_json, dump_yaml
+from engine import limits
+from engine.definitions.documents import dump_json, dump_yaml, edit_yaml
 from engine.definitions.model import CAPABILITIES, STATE_CATEGORIES
 from engine.definitions.store import KEY_PATTERN, Texts
 from engine.errors import Problem, ValidationFailed
@@ -59,10 +60,15 @@ class Draft:
     def parse(cls, texts: Texts) -> Draft:
         problems = []
         try:
+            limits.check_text_size(texts.schema_json)
             schema = json.loads(texts.schema_json)
+            limits.check_structure(schema)
         except json.JSONDecodeError as exc:
             schema = None
             problems.append(Problem("schema.json", f"schema.json is not valid JSON (line {exc.lineno})", _FIX_TEXT))
+        except (limits.DefinitionTooLarge, RecursionError) as exc:
+            schema = None
+            problems.append(_too_large("schema.json", exc))
         parsed, broken = [], set()
         for name, text in (
             ("type.yaml", texts.type_yaml),
@@ -70,13 +76,17 @@ class Draft:
             ("roles", texts.roles_yaml),
         ):
             try:
-                parsed.append(yaml.safe_load(text) if text.strip() else None)
+                parsed.append(_safe_yaml(text))
             except yaml.YAMLError as exc:
                 parsed.append(None)
                 broken.add(name)
                 line = getattr(getattr(exc, "problem_mark", None), "line", None)
                 where = f" (line {line + 1})" if line is not None else ""
                 problems.append(Problem(name, f"The {name} document is not valid YAML{where}", _FIX_TEXT))
+            except (limits.DefinitionTooLarge, RecursionError) as exc:
+                parsed.append(None)
+                broken.add(name)
+                problems.append(_too_large(name, exc))
         manifest, workflow, roles = parsed
         if schema is not None and not isinstance(schema, dict):
             problems.append(Problem("schema.json", "schema.json is not a JSON object", _FIX_TEXT))
@@ -87,19 +97,37 @@ class Draft:
         return cls(schema, manifest or {}, workflow if isinstance(workflow, dict) else None, roles or None)
 
     def texts(self, before: Texts) -> Texts:
-        """The documents as text; those the edit did not touch keep their text (and comments).
-        Compared as written out, so a change of order (moving a field) counts."""
+        """The documents as text; those the edit did not touch keep their text. A YAML document
+        the edit changed keeps its comments, order and layout wherever they still apply
+        (:func:`~engine.definitions.documents.edit_yaml`). Compared as written out, so a
+        change of order (moving a field) counts."""
         was = Draft.parse(before)
 
-        def yaml_text(value: dict | None) -> str:
-            return dump_yaml(value) if value else ""
+        def yaml_text(text: str, old: dict | None, new: dict | None) -> str:
+            return text if dump_yaml(old or None) == dump_yaml(new or None) else edit_yaml(text, new)
 
         return Texts(
             dump_json(self.schema) if dump_json(self.schema) != dump_json(was.schema) else before.schema_json,
-            dump_yaml(self.manifest) if dump_yaml(self.manifest) != dump_yaml(was.manifest) else before.type_yaml,
-            yaml_text(self.workflow) if yaml_text(self.workflow) != yaml_text(was.workflow) else before.workflow_yaml,
-            yaml_text(self.roles) if yaml_text(self.roles) != yaml_text(was.roles) else before.roles_yaml,
+            yaml_text(before.type_yaml, was.manifest, self.manifest),
+            yaml_text(before.workflow_yaml, was.workflow, self.workflow),
+            yaml_text(before.roles_yaml, was.roles, self.roles),
         )
+
+
+def _safe_yaml(text: str) -> Any:
+    """A YAML document read with the safe loader, within the limits of :mod:`engine.limits`
+    (aliases counted each time they are used), before any builder operation walks it."""
+    if not text.strip():
+        return None
+    limits.check_text_size(text)
+    value = yaml.safe_load(text)
+    limits.check_structure(value)
+    return value
+
+
+def _too_large(name: str, exc: Exception) -> Problem:
+    reason = str(exc) if isinstance(exc, limits.DefinitionTooLarge) else "nests too deeply"
+    return Problem(name, f"The {name} document is too large for the editor: it {reason}", _FIX_TEXT)
 
 
 _FIX_TEXT = "Fix it under Documents, where each problem is shown on its line."
