@@ -684,7 +684,8 @@ def _history(page: _Item, events: list[Event]) -> list[_Entry]:
                 (forms.field_label(labels, c["path"]), value(c["path"], c["old"]), value(c["path"], c["new"]))
                 for c in payload.get("changes", [])
             ]
-            entry = _Entry(event, who, "changed " + ", ".join(c[0] for c in changes) if changes else "saved", changes)
+            text = "changed " + ", ".join(c[0] for c in changes) if changes else "saved"
+            entry = _Entry(event, who, text + _cause(payload.get("cause")), changes)
         elif event.kind == "transitioned":
             step = payload.get("label") or payload.get("transition") or ""
             text = f"moved it from {state(payload.get('from'))} to {state(payload.get('to'))}"
@@ -712,6 +713,22 @@ def _history(page: _Item, events: list[Event]) -> list[_Entry]:
             entry = _Entry(event, who, event.kind.replace("_", " "))
         out.append(entry)
     return out
+
+
+def _cause(cause: dict | None) -> str:
+    """`` (by 'Record the review' on H&S review #12)`` for a change another item's step made
+    (an ``update_related`` action), so the history says why the field changed."""
+    if not cause or not cause.get("item"):
+        return ""
+    registry = runtime().registry
+    source = db_session().get(Item, cause["item"])
+    tracker_type = registry.types.get(source.type_key) if source is not None else None
+    step = cause.get("transition") or ""
+    if tracker_type is not None:
+        found = next((t for t in registry.workflow_for(tracker_type).transitions if t.key == step), None)
+        step = found.label if found is not None else step
+    where = f"{tracker_type.name} #{cause['item']}" if tracker_type is not None else f"#{cause['item']}"
+    return f" (by '{step}' on {where})" if step else f" (by a step on {where})"
 
 
 @bp.app_context_processor
