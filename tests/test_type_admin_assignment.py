@@ -10,12 +10,13 @@ import yaml
 from sqlalchemy import select
 
 from engine.models import Item, User
-from tests import webhelpers
+from tests import test_type_admin, webhelpers
 from tests.test_type_admin import field_action, new_type, page_text, post, state, texts_of
 from tests.webhelpers import create_users, sign_in
 
 cheap_hashing = webhelpers.cheap_hashing
 new_app = webhelpers.new_app
+admin = test_type_admin.admin  # boss, signed in
 
 URL = "/admin/types/bike_loan/assignment"
 
@@ -25,13 +26,6 @@ def app(new_app):
     app = new_app(RATELIMIT_ENABLED=False)
     create_users(app, boss=["admin"], clerk=["tracker_creator"], lead_a=["dsl"], lead_b=["dsl"])
     return app
-
-
-@pytest.fixture
-def admin(app):
-    client = app.test_client()
-    sign_in(client, "boss")
-    return client
 
 
 def assignment_of(app) -> dict | None:

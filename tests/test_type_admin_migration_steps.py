@@ -12,28 +12,17 @@ import yaml
 from engine.models import Item
 from engine.permissions import Actor
 from engine.type_migrations import TypeMigrator
-from tests import webhelpers
+from tests import test_type_admin, webhelpers
 from tests.test_type_admin import field_action, new_type, page_text, post, state, texts_of
-from tests.webhelpers import create_users, sign_in
+from tests.webhelpers import sign_in
 
+#: fixtures: the type editor's app (boss the admin, clerk a tracker creator) and boss signed in
 cheap_hashing = webhelpers.cheap_hashing
 new_app = webhelpers.new_app
+app = test_type_admin.app
+admin = test_type_admin.admin
 
 FIELDS = "/admin/types/bike_loan/fields"
-
-
-@pytest.fixture
-def app(new_app):
-    app = new_app(RATELIMIT_ENABLED=False)
-    create_users(app, boss=["admin"], clerk=["tracker_creator"])
-    return app
-
-
-@pytest.fixture
-def admin(app):
-    client = app.test_client()
-    sign_in(client, "boss")
-    return client
 
 
 def steps_of(app) -> list | None:
