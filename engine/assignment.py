@@ -152,8 +152,19 @@ class QueueService:
         return [Item.assignee_id.is_(None), or_(*clauses) if clauses else false()]
 
     def waiting(self, *, type_key: str | None = None, limit: int = 25, offset: int = 0) -> tuple[list[Item], int]:
-        """A page of the items waiting in the actor's queues, oldest first, and how many in all."""
-        types = [t for t in self.queue_types() if type_key is None or t.key == type_key]
+        """A page of the items waiting in the actor's queues (or in the queue of ``type_key``),
+        oldest first, and how many in all.
+
+        Raises:
+            ValidationFailed: ``type_key`` is not one of the actor's queues (an empty page
+                would read as an empty queue).
+        """
+        served = self.queue_types()
+        if type_key is not None and type_key not in {t.key for t in served}:
+            names = ", ".join(t.key for t in served)
+            advice = f"Use one of your queues: {names}." if served else "Your roles have no queue."
+            raise ValidationFailed([Problem("type", f"You have no '{type_key}' queue", advice)])
+        types = [t for t in served if type_key is None or t.key == type_key]
         where = self._where(types)
         total = self.session.scalar(select(func.count()).select_from(Item).where(*where)) or 0
         stmt = select(Item).where(*where).order_by(Item.created_at, Item.id).limit(limit).offset(offset)

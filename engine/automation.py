@@ -35,7 +35,7 @@ from engine import sandbox
 from engine.definitions.model import Condition, Registry, TaskList, TrackerType
 from engine.errors import Problem
 from engine.models import Item, RoleGrant, User
-from engine.validation import humanize_label, is_filled, schema_at
+from engine.validation import humanize_label, is_filled, schema_at, set_path
 
 EVENT_TRIGGERS = ("created", "transitioned", "assigned")
 TRIGGERS = (*EVENT_TRIGGERS, "date_reached", "schedule")
@@ -442,7 +442,7 @@ def render_values(rows: list[dict], context: dict, tracker_type: TrackerType) ->
         except ValueError:
             label = sub.get("title") or humanize_label(name.split(".")[-1])
             raise ValueError(f"{label} came out as '{text}', which is not a {kind}") from None
-        _put(out, name, value)
+        set_path(out, name, value)
     return out
 
 
@@ -453,14 +453,6 @@ def render_text(source: str, context: dict, what: str) -> str:
         return sandbox.render(source, context)
     except Exception as exc:  # noqa: BLE001 - data decides what a template meets
         raise ValueError(f"{what} could not be made from its template: {exc}") from None
-
-
-def _put(data: dict, dotted: str, value: Any) -> None:
-    *parents, last = dotted.split(".")
-    node = data
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[last] = value
 
 
 def target_context(item: Item, *, today: date, spec: Spec, trigger: dict) -> dict:

@@ -28,7 +28,7 @@ from engine.errors import Conflict, Problem, ValidationFailed
 from engine.models import Item
 from engine.permissions import Actor
 from engine.services.items import ItemService, _subject_context, _validator
-from engine.validation import get_path, is_filled, schema_problems
+from engine.validation import get_path, is_filled, schema_problems, set_path
 
 BATCH = 200
 
@@ -56,18 +56,18 @@ def migrate_data(data: dict, steps: list[Migration]) -> dict:
             old, new = _pop(out, v["from"]), get_path(out, v["to"])
             if old is not _MISSING:
                 if new is None:
-                    _set(out, v["to"], old)
+                    set_path(out, v["to"], old)
                 else:  # both hold a value: keep both, validation decides
-                    _set(out, v["from"], old)
+                    set_path(out, v["from"], old)
         elif step.kind == "set_default":
             if not is_filled(get_path(out, v["field"])):
-                _set(out, v["field"], copy.deepcopy(v["value"]))
+                set_path(out, v["field"], copy.deepcopy(v["value"]))
         elif step.kind == "map_values":
             current = get_path(out, v["field"])
             if isinstance(current, list):
-                _set(out, v["field"], [_mapped(x, v["map"]) for x in current])
+                set_path(out, v["field"], [_mapped(x, v["map"]) for x in current])
             elif current is not None:
-                _set(out, v["field"], _mapped(current, v["map"]))
+                set_path(out, v["field"], _mapped(current, v["map"]))
     return out
 
 
@@ -89,14 +89,6 @@ def _pop(data: dict, dotted: str) -> Any:
     if isinstance(node, dict) and last in node:
         return node.pop(last)
     return _MISSING
-
-
-def _set(data: dict, dotted: str, value: Any) -> None:
-    *parents, last = dotted.split(".")
-    node = data
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[last] = value
 
 
 # -- preview and apply ------------------------------------------------------------------------------

@@ -354,5 +354,14 @@ def get_path(data: Any, dotted: str) -> Any:
     return data
 
 
+def set_path(data: dict, dotted: str, value: Any) -> None:
+    """Set ``a.b.c`` in nested dicts, making the dicts on the way."""
+    *parents, last = dotted.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+
+
 def is_filled(value: Any) -> bool:
     return value not in (None, "", [], {})

@@ -893,21 +893,13 @@ def list_queue(type, page, per_page):
     A caller without a queue gets an empty page; a page past the end is empty. Only from the
     addresses in ``TRACKER_BULK_EXPORT_ALLOW`` (any address when it is unset)."""
     service = items_service()
-    queues = QueueService(service)
     if type:
-        _own_queue(queues, type)
-    found, total = queues.waiting(type_key=type, limit=per_page, offset=(page - 1) * per_page)
+        _known_type(type, _query_message(1))
+    try:
+        found, total = QueueService(service).waiting(type_key=type, limit=per_page, offset=(page - 1) * per_page)
+    except ValidationFailed as exc:
+        raise ValidationFailed(exc.problems, _query_message(1)) from None
     return {"items": [item_json(service, i) for i in found], "total": total, "page": page, "per_page": per_page}
-
-
-def _own_queue(queues: QueueService, type_key: str) -> None:
-    """Refuse (422) a ``type`` that is not one of the caller's queues: an empty page would
-    read as an empty queue."""
-    tracker_type = _known_type(type_key, _query_message(1))
-    served = [t.key for t in queues.queue_types()]
-    if tracker_type.key not in served:
-        advice = f"Use one of your queues: {', '.join(served)}." if served else "Your roles have no queue."
-        raise ValidationFailed([Problem("type", f"You have no '{tracker_type.key}' queue", advice)], _query_message(1))
 
 
 @operation(

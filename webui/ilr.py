@@ -127,13 +127,7 @@ def _ticked(values: list[str]) -> list[int]:
 def _form_page(form: ExportForm, filters: dict, errors: list[str] | None = None, status: int = 200):
     service = runtime().items(db_session(), current_user.actor)
     workflow = runtime().registry.workflow_for(runtime().registry.type(xml_export.TYPE_KEY))
-    if filters["ids"]:
-        count = len(xml_export.chosen(service, filters["ids"], None, None, None))
-    else:
-        states = filters["status"] or workflow.states_in(("open", "done"))
-        _found, count = service.list(
-            xml_export.TYPE_KEY, status=states, assignee=filters["assignee"] or None, q=filters["q"] or None, limit=0
-        )
+    count = export_job.records(service, filters["ids"], filters["status"], filters["assignee"], filters["q"])
     labels = [workflow.state(s).label for s in filters["status"]]
     return (
         render_template(

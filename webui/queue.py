@@ -9,7 +9,7 @@ from flask import Blueprint, current_app, flash, redirect, render_template, requ
 from flask_login import current_user, login_required
 
 from engine.assignment import QueueService
-from engine.errors import Conflict, NotFound
+from engine.errors import Conflict, NotFound, ValidationFailed
 from webui import db_session, runtime
 from webui.lists import Page
 
@@ -34,14 +34,13 @@ def queue_page(error: Conflict | None = None, status: int = 200):
     queues = _queues()
     types = queues.queue_types()
     type_key = request.args.get("type") or None
-    if type_key and type_key not in {t.key for t in types}:
-        raise NotFound(
-            f"You have no '{type_key}' queue.",
-            "Pick one of your queues on the Queue page." if types else "Your roles have no queue.",
-        )
     per_page = current_app.config["ITEMS_PER_PAGE"]
     number = _number(request.args.get("page"))
-    found, total = queues.waiting(type_key=type_key, limit=per_page, offset=(number - 1) * per_page)
+    try:
+        found, total = queues.waiting(type_key=type_key, limit=per_page, offset=(number - 1) * per_page)
+    except ValidationFailed as exc:  # a queue named in the address that is not theirs: no such page
+        [problem] = exc.problems
+        raise NotFound(f"{problem.message}.", problem.advice) from None
     count = max(1, -(-total // per_page))
     if number > count:
         number = count

@@ -114,6 +114,15 @@ def _service() -> DefinitionService:
     return runtime().definitions(db_session(), current_user.actor)
 
 
+def _refused(exc: ValidationFailed, errors: dict) -> int:
+    """After a refused change: nothing of it is kept, its problems go beside their fields in
+    ``errors``, and the page answers with the refusal's status."""
+    db_session().rollback()
+    for p in exc.problems:
+        errors.setdefault(p.path, []).append(_text(p))
+    return exc.status
+
+
 def _text(problem: Problem) -> str:
     return f"{problem.message}. {problem.advice}" if problem.advice else f"{problem.message}."
 
@@ -144,10 +153,7 @@ def new_type():
                 copy_from=values["copy_from"] or None,
             )
         except ValidationFailed as exc:
-            db_session().rollback()
-            for p in exc.problems:
-                errors.setdefault(p.path, []).append(_text(p))
-            status = exc.status
+            status = _refused(exc, errors)
         else:
             what = f"a copy of {values['copy_from']}" if values["copy_from"] else "a new type"
             flash(f"Started {row.type_key} as {what}: a draft until you publish it.", "info")
@@ -312,10 +318,7 @@ def fields(key: str):
         try:
             done, stay = _field_action(editor, action, path, form)
         except ValidationFailed as exc:
-            db_session().rollback()
-            for p in exc.problems:
-                errors.setdefault(p.path, []).append(_text(p))
-            return _fields_page(editor, editing if action != "add" else None, errors, form, exc.status)
+            return _fields_page(editor, editing if action != "add" else None, errors, form, _refused(exc, errors))
         return _after_save(
             editor,
             done,
@@ -622,10 +625,7 @@ def workflow(key: str):
         try:
             loaded = _save(editor, lambda d: _workflow_action(d, action, form))
         except ValidationFailed as exc:
-            db_session().rollback()
-            for p in exc.problems:
-                errors.setdefault(p.path, []).append(_text(p))
-            status = exc.status
+            status = _refused(exc, errors)
         else:
             return _after_save(editor, loaded, "Saved the workflow", "type_admin.workflow")
     return _workflow_page(editor, errors, status)
@@ -862,10 +862,7 @@ def roles(key: str):
         try:
             loaded = _save(editor, lambda d: _roles_action(d, action, form))
         except ValidationFailed as exc:
-            db_session().rollback()
-            for p in exc.problems:
-                errors.setdefault(p.path, []).append(_text(p))
-            status = exc.status
+            status = _refused(exc, errors)
         else:
             return _after_save(editor, loaded, "Saved the roles", "type_admin.roles")
     return _roles_page(editor, errors, status)
@@ -961,10 +958,7 @@ def assignment(key: str):
                 check_at=lambda _: _ASSIGNMENT_FIELDS,
             )
         except ValidationFailed as exc:
-            db_session().rollback()
-            for p in exc.problems:
-                errors.setdefault(p.path, []).append(_text(p))
-            status = exc.status
+            status = _refused(exc, errors)
         else:
             what = "Saved the assignment rule" if rule else "Removed the assignment rule: items are assigned by hand"
             return _after_save(editor, loaded, what, "type_admin.assignment")

@@ -72,7 +72,7 @@ def start(
         bulk.require_allowed(session, actor, origin, "ilr_xml", xml_export.TYPE_KEY, filters)
         ukprn = xml_export.check_ukprn(ukprn)
         year = xml_export.collection_for(year).year
-        count = len(xml_export.chosen(service, ids, None, None, None)) if ids else _count(service, status, assignee, q)
+        count = records(service, ids, status, assignee, q)
     if not count:
         raise TrackerError(
             "There is no ILR record to export with these filters.",
@@ -84,7 +84,11 @@ def start(
     )
 
 
-def _count(service, status: list[str], assignee: str, q: str) -> int:
+def records(service, ids: list[int] | None, status: list[str], assignee: str, q: str) -> int:
+    """How many ILR records an export of ``ids`` (each checked as :func:`xml_export.chosen`
+    does), or else of the filters, would go through; without a status, all but cancelled ones."""
+    if ids:
+        return len(xml_export.chosen(service, ids, None, None, None))
     workflow = service.registry.workflow_for(service.registry.type(xml_export.TYPE_KEY))
     _found, count = service.list(
         xml_export.TYPE_KEY,

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import Problem
-from engine.validation import humanize_label, schema_at
+from engine.validation import humanize_label, schema_at, set_path
 
 if TYPE_CHECKING:
     from engine.services.imports import Column
@@ -127,11 +127,11 @@ class NumberedList:
         for index, name, schema in entry.cells:
             value = coerce(cells[index] if index < len(cells) else None, schema)
             if value is not None:
-                put(data, name, value)
+                set_path(data, name, value)
         for inner in entry.lists:
             value = inner.build(cells, f"{pointer}/{inner.name.replace('.', '/')}", coerce, found)
             if value is not None:
-                put(data, inner.name, value)
+                set_path(data, inner.name, value)
         if not data:
             return None
         for name in self.required:
@@ -420,11 +420,3 @@ def _lower_first(text: str) -> str:
     if len(text) > 1 and text[0].isupper() and text[1].islower():
         return text[0].lower() + text[1:]
     return text
-
-
-def put(data: dict, dotted: str, value: Any) -> None:
-    *parents, last = dotted.split(".")
-    node = data
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[last] = value

@@ -45,7 +45,7 @@ from engine.services.import_bulk import item_values
 from engine.services.import_files import FileRefused, Table, read_table
 from engine.services.import_lists import Found, NumberedList, Place, arrange, is_list, list_advice, read_header
 from engine.services.items import DuplicateItem, ItemService, _identity_key
-from engine.validation import choices, humanize_label, schema_at
+from engine.validation import choices, humanize_label, schema_at, set_path
 
 log = logging.getLogger(__name__)
 
@@ -561,7 +561,7 @@ class ImportService:
             if column.kind == "field":
                 value = coerce(raw, column.schema)
                 if value is not None:
-                    _put(row.data, column.target, value)
+                    set_path(row.data, column.target, value)
             elif column.kind == "assignee":
                 row.assignee = _text(raw)
             elif column.kind == "description":
@@ -575,7 +575,7 @@ class ImportService:
         for numbered in plan.lists:
             value = numbered.build(row.cells, "/" + numbered.name.replace(".", "/"), coerce, found)
             if value is not None:
-                _put(row.data, numbered.name, value)
+                set_path(row.data, numbered.name, value)
         if found:
             row.problems += [RowProblem(row.line, f.column, f.message, f.advice) for f in found]
             row.explained = frozenset(f.path for f in found)
@@ -820,14 +820,6 @@ def _number(value: Any) -> int | None:
 
 def _cell(cells: list[Any], index: int) -> Any:
     return cells[index] if index < len(cells) else None
-
-
-def _put(data: dict, dotted: str, value: Any) -> None:
-    *parents, last = dotted.split(".")
-    node = data
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[last] = value
 
 
 def _under(name: str, fields: tuple[str, ...]) -> bool:
